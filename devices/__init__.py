@@ -1,0 +1,1 @@
+"""Device adapters, profiles and calibration (``edgenas.devices``)."""

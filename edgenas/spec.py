@@ -1,0 +1,205 @@
+"""The contracts every stage shares: DataConfig, ArchSpec and LayerDesc.
+
+* ``DataConfig`` — how raw audio becomes the feature tensor a model eats.
+* ``ArchSpec`` — one point of the joint (data × architecture) space; JSON-serialisable, with a
+  stable hash. ``edgenas.spaces.build(spec)`` gives the same ``nn.Module`` every time.
+* ``LayerDesc`` — one layer as the cost models and the latency micro-benchmarks see it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from edgenas.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Audio front end: 1-channel waveform of ``clip_ms`` at ``sample_rate`` → MFCC [T, n_mfcc].
+
+    Frames are computed without centring: ``T = 1 + (clip_samples - win_length) // hop_length``.
+    The FFT size is the smallest power of two ≥ the window length (TFLite's FFT needs it).
+    """
+
+    sample_rate: int = 16000
+    n_mfcc: int = 10
+    n_mels: int = 40
+    win_ms: float = 40.0
+    hop_ms: float = 20.0
+    clip_ms: float = 1000.0
+
+    def __post_init__(self) -> None:
+        if self.sample_rate <= 0 or self.n_mfcc <= 0 or self.n_mels <= 0:
+            raise ConfigError(f"invalid data config {self}")
+        if self.n_mfcc > self.n_mels:
+            raise ConfigError(f"n_mfcc ({self.n_mfcc}) must not exceed n_mels ({self.n_mels})")
+        if not 0 < self.hop_ms <= self.win_ms < self.clip_ms:
+            raise ConfigError(f"need 0 < hop_ms <= win_ms < clip_ms, got {self.hop_ms}/{self.win_ms}/{self.clip_ms}")
+
+    @property
+    def win_length(self) -> int:
+        return int(round(self.sample_rate * self.win_ms / 1000.0))
+
+    @property
+    def hop_length(self) -> int:
+        return int(round(self.sample_rate * self.hop_ms / 1000.0))
+
+    @property
+    def clip_samples(self) -> int:
+        return int(round(self.sample_rate * self.clip_ms / 1000.0))
+
+    @property
+    def n_fft(self) -> int:
+        return 1 << math.ceil(math.log2(self.win_length))
+
+    @property
+    def n_frames(self) -> int:
+        return 1 + (self.clip_samples - self.win_length) // self.hop_length
+
+    @property
+    def feature_shape(self) -> tuple[int, int]:
+        """(frames, coefficients): the model input is [N, 1, frames, n_mfcc]."""
+        return (self.n_frames, self.n_mfcc)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DataConfig":
+        return cls(**d)
+
+    def key(self) -> str:
+        """Short stable identifier, used in cache file names."""
+        return (
+            f"sr{self.sample_rate}_mfcc{self.n_mfcc}_mel{self.n_mels}_"
+            f"w{self.win_ms:g}_h{self.hop_ms:g}_c{self.clip_ms:g}"
+        )
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def stable_hash(obj: Any, n: int = 16) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:n]
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """One point of a joint search space.
+
+    ``choices`` maps every architecture choice point of the space to the label of its selected
+    option; ``data`` is the selected data configuration (the data choice points resolved).
+    """
+
+    task: str
+    space: str
+    space_version: int
+    num_classes: int
+    data: DataConfig
+    choices: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "space": self.space,
+            "space_version": self.space_version,
+            "num_classes": self.num_classes,
+            "data": self.data.to_dict(),
+            "choices": dict(sorted(self.choices.items())),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ArchSpec":
+        try:
+            return cls(
+                task=str(d["task"]),
+                space=str(d["space"]),
+                space_version=int(d["space_version"]),
+                num_classes=int(d["num_classes"]),
+                data=DataConfig.from_dict(d["data"]),
+                choices={str(k): str(v) for k, v in d["choices"].items()},
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"not a valid ArchSpec: {e}") from None
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ArchSpec":
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"ArchSpec is not valid JSON: {e}") from None
+
+    def hash(self) -> str:
+        return stable_hash(self.to_dict())
+
+    def __hash__(self) -> int:  # dict field makes the default unhashable
+        return hash(self.hash())
+
+
+@dataclass(frozen=True)
+class LayerDesc:
+    """One layer as the cost models see it (BatchNorm folded, activation fused).
+
+    ``kind``: ``conv2d`` (``groups`` = in channels makes it depthwise), ``linear``,
+    ``global_avgpool``. Shapes are (C, H, W) without batch; ``linear`` uses (C, 1, 1).
+    ``pad`` is (top, bottom, left, right) zero padding applied before the op.
+    """
+
+    name: str
+    kind: str
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0)
+    groups: int = 1
+    activation: str | None = None
+    bias: bool = True
+    dtype: str = "int8"
+
+    @property
+    def macs(self) -> int:
+        c_out, h, w = self.out_shape
+        if self.kind == "conv2d":
+            c_in = self.in_shape[0]
+            return c_out * h * w * (c_in // self.groups) * self.kernel[0] * self.kernel[1]
+        if self.kind == "linear":
+            return self.in_shape[0] * c_out
+        if self.kind == "global_avgpool":
+            c, hi, wi = self.in_shape
+            return c * hi * wi
+        raise ValueError(f"unknown layer kind {self.kind}")
+
+    @property
+    def weights(self) -> int:
+        if self.kind == "conv2d":
+            return self.out_shape[0] * (self.in_shape[0] // self.groups) * self.kernel[0] * self.kernel[1]
+        if self.kind == "linear":
+            return self.in_shape[0] * self.out_shape[0]
+        return 0
+
+    @property
+    def biases(self) -> int:
+        return self.out_shape[0] if (self.bias and self.kind in ("conv2d", "linear")) else 0
+
+    @property
+    def params(self) -> int:
+        return self.weights + self.biases
+
+    def key(self) -> str:
+        """Identity of the layer's computation (name excluded): the latency table's key."""
+        return canonical_json(
+            [self.kind, self.in_shape, self.out_shape, self.kernel, self.stride, self.pad,
+             self.groups, self.activation, self.bias, self.dtype]
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
