@@ -1,0 +1,199 @@
+"""Core dataset types, the dataset registry and layout auto-detection."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from edgenas.errors import DataError
+from edgenas.events import EventSink
+from edgenas.registry import Registry
+
+SPLITS = ("train", "val", "test")
+FSDD_NAME = re.compile(r"^(\d)_(.+)_(\d+)\.wav$", re.IGNORECASE)
+AUDIO_EXTS = (".wav", ".flac", ".ogg")
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One labelled audio clip."""
+
+    path: str  # absolute path, or "" for a generated all-zeros silence clip
+    label: int
+    speaker: str  # speaker id ("" if unknown)
+    offset: float = 0.0  # silence clips cut from background noise: start second; else 0
+
+
+@dataclass
+class AudioDataset:
+    """A labelled audio dataset with speaker-aware train/val/test splits.
+
+    ``val`` is speaker-disjoint from ``train`` (the split that updates architecture and data
+    parameters must not share speakers with the one that trains the weights).
+    """
+
+    name: str
+    root: str
+    classes: list[str]
+    native_rate: int
+    splits: dict[str, list[Clip]]
+    synthetic: bool = False
+    background: list[str] = field(default_factory=list)
+
+    def fingerprint(self) -> str:
+        """Stable hash of name, root, classes and splits (paths, labels, offsets)."""
+        h = hashlib.sha256()
+        h.update(f"{self.name}\0{self.root}\0{self.native_rate}\0".encode())
+        h.update("\0".join(self.classes).encode())
+        for split in sorted(self.splits):
+            h.update(f"\1{split}\1".encode())
+            for c in self.splits[split]:
+                h.update(f"{c.path}\0{c.label}\0{c.offset:.6f}\n".encode())
+        return h.hexdigest()[:16]
+
+    def counts(self) -> dict[str, list[int]]:
+        """Per split, the number of clips of each class."""
+        out: dict[str, list[int]] = {}
+        for split, clips in self.splits.items():
+            n = [0] * len(self.classes)
+            for c in clips:
+                n[c.label] += 1
+            out[split] = n
+        return out
+
+    def speakers(self, split: str) -> set[str]:
+        return {c.speaker for c in self.splits[split] if c.speaker}
+
+    def summary(self) -> str:
+        sizes = ", ".join(f"{s} {len(self.splits.get(s, []))}" for s in SPLITS)
+        return f"{self.name}: {len(self.classes)} classes, {self.native_rate} Hz, {sizes}"
+
+
+Loader = Callable[..., AudioDataset]
+DATASETS: Registry[Loader] = Registry("dataset")
+
+
+def default_cache_dir() -> Path:
+    """``$EDGENAS_CACHE`` if set, else ``~/.cache/edgenas``."""
+    env = os.environ.get("EDGENAS_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "edgenas"
+
+
+def speaker_fraction(speaker: str, salt: str = "") -> float:
+    """A deterministic number in [0, 100) from a speaker id (as Speech Commands assigns splits)."""
+    digest = hashlib.sha1(f"{salt}{speaker}".encode()).hexdigest()
+    return (int(digest, 16) % 10000) / 100.0
+
+
+def pick_speakers(speakers: Iterable[str], fraction: float, seed: int) -> set[str]:
+    """Deterministically choose about ``fraction`` of ``speakers`` (at least one)."""
+    pool = sorted(set(speakers))
+    if not pool:
+        return set()
+    ranked = sorted(pool, key=lambda s: hashlib.sha1(f"{seed}:{s}".encode()).hexdigest())
+    k = max(1, int(round(fraction * len(pool))))
+    return set(ranked[:k])
+
+
+def stable_subsample(items: list[Any], k: int, key: Callable[[Any], str], seed: int) -> list[Any]:
+    """Deterministic subset of size ``k`` (order preserved) chosen by hashing ``key(item)``."""
+    if k >= len(items):
+        return list(items)
+    ranked = sorted(range(len(items)), key=lambda i: hashlib.sha1(f"{seed}:{key(items[i])}".encode()).hexdigest())
+    keep = sorted(ranked[:k])
+    return [items[i] for i in keep]
+
+
+def _has_audio(folder: Path) -> bool:
+    return any(p.suffix.lower() in AUDIO_EXTS for p in folder.iterdir() if p.is_file())
+
+
+def detect_layout(root: Path) -> str:
+    """Name of the registered loader for the folder ``root`` (raises DataError if none fits)."""
+    if not root.exists():
+        raise DataError(f"dataset path {root} does not exist")
+    if not root.is_dir():
+        raise DataError(f"dataset path {root} is not a folder")
+    if (root / "train.csv").is_file() and (root / "val.csv").is_file():
+        return "csv"
+    rec = root / "recordings"
+    for folder in (rec, root):
+        if folder.is_dir() and any(FSDD_NAME.match(p.name) for p in folder.iterdir() if p.is_file()):
+            return "fsdd"
+    if (root / "validation_list.txt").is_file() or (root / "testing_list.txt").is_file():
+        return "speech_commands"
+    subdirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))]
+    if subdirs and any(_has_audio(d) for d in subdirs):
+        return "speech_commands"
+    if subdirs:
+        raise DataError(f"no audio files in the class folders of {root} (e.g. {sorted(subdirs)[0]})")
+    raise DataError(
+        f"cannot detect the dataset layout of {root}: expected FSDD (<digit>_<speaker>_<n>.wav), "
+        "a CSV manifest (train.csv + val.csv) or Speech Commands word folders"
+    )
+
+
+def open_dataset(
+    path: str | Path | None,
+    *,
+    layout: str = "auto",
+    test_speakers: list[str] | None = None,
+    val_speakers: list[str] | None = None,
+    seed: int = 0,
+    sink: EventSink | None = None,
+    cache_dir: str | Path | None = None,
+    setup: str = "12class",
+) -> AudioDataset:
+    """Open a dataset folder (layout auto-detected) or, with ``path=None``, the synthetic demo set.
+
+    ``layout``: "auto" or a registered loader name (``DATASETS.names()``). ``setup`` applies to
+    Speech Commands layouts ("12class" or "all"). ``cache_dir`` (default
+    :func:`default_cache_dir`) holds generated/downloaded data.
+    """
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if path is None:
+        name = "synthetic" if layout == "auto" else layout
+        root: Path | None = None
+    else:
+        root = Path(path).expanduser().resolve()
+        name = detect_layout(root) if layout == "auto" else layout
+        if not root.exists():
+            raise DataError(f"dataset path {root} does not exist")
+    loader = DATASETS.get(name)
+    return loader(
+        root,
+        test_speakers=test_speakers,
+        val_speakers=val_speakers,
+        seed=seed,
+        sink=sink,
+        cache_dir=cache,
+        setup=setup,
+    )
+
+
+def dataset_key(ds: AudioDataset) -> str:
+    """Short human-readable key: ``<name>-<fingerprint>``."""
+    return f"{ds.name}-{ds.fingerprint()}"
+
+
+def check_disjoint(ds: AudioDataset) -> None:
+    """Raise DataError if train and val share a speaker."""
+    shared = ds.speakers("train") & ds.speakers("val")
+    if shared:
+        some = ", ".join(sorted(shared)[:5])
+        raise DataError(f"{ds.name}: train and val share {len(shared)} speakers ({some}); they must be disjoint")
+
+
+__all__ = [
+    "AudioDataset",
+    "Clip",
+    "DATASETS",
+    "check_disjoint",
+    "default_cache_dir",
+    "detect_layout",
+    "open_dataset",
+]

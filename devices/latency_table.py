@@ -1,0 +1,117 @@
+"""Per-layer latency lookup table, measured on a device from single-layer micro-models.
+
+``build_latency_table`` measures every layer (by ``LayerDesc.key()``) that the store does not
+hold yet for (device, runtime version, threads, fmt), plus the runtime's per-call overhead (an
+empty model), and returns a :class:`LatencyTable`::
+
+    layer_ms(desc) = max(entry(desc) − overhead, floor)
+    model_ms(layers) = overhead + Σ layer_ms(layer)
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from edgenas.devices.base import Device
+from edgenas.devices.measure import measure_cached
+from edgenas.events import EventSink, null_sink, progress
+from edgenas.spec import LayerDesc
+from edgenas.store import Store, file_hash
+
+FLOOR_MS = 0.0005
+OVERHEAD_SHAPE = (1, 8)
+
+
+@dataclass
+class LatencyTable:
+    device: str
+    runtime_version: str
+    threads: int
+    fmt: str
+    entries: dict[str, float]  # LayerDesc key → median ms of its micro-model (overhead included)
+    overhead_ms: float  # median ms of the empty model: per-call cost every micro-model pays
+    floor_ms: float = FLOOR_MS
+    measured: int = field(default=0, compare=False)  # layers measured by the build that made this table
+
+    def __contains__(self, desc: object) -> bool:
+        return isinstance(desc, LayerDesc) and desc.key() in self.entries
+
+    def missing(self, layers: Iterable[LayerDesc]) -> list[LayerDesc]:
+        return [d for d in layers if d.key() not in self.entries]
+
+    def layer_ms(self, desc: LayerDesc) -> float:
+        try:
+            entry = self.entries[desc.key()]
+        except KeyError:
+            raise KeyError(
+                f"layer {desc.name!r} ({desc.kind} {desc.in_shape}→{desc.out_shape}, kernel {desc.kernel},"
+                f" stride {desc.stride}, groups {desc.groups}) is not in the {self.fmt} latency table of"
+                f" {self.device} (onnxruntime {self.runtime_version}, {self.threads} threads);"
+                " run build_latency_table for it"
+            ) from None
+        return max(entry - self.overhead_ms, self.floor_ms)
+
+    def model_ms(self, layers: Iterable[LayerDesc]) -> float:
+        return self.overhead_ms + sum(self.layer_ms(d) for d in layers)
+
+
+def _save(model: object, path: Path) -> Path:
+    import onnx
+
+    onnx.save(model, str(path))  # type: ignore[arg-type]
+    return path
+
+
+def load_latency_table(device: Device, store: Store, fmt: str) -> LatencyTable:
+    """The table as the store holds it now (no measuring); overhead 0 if never measured."""
+    version = device.runtime_version()
+    entries = store.latency_table(device.name, version, device.threads, fmt)
+    oh = store.overhead(device.name, version, device.threads, fmt)
+    return LatencyTable(device.name, version, device.threads, fmt, entries, oh.median_ms if oh else 0.0)
+
+
+def build_latency_table(
+    device: Device,
+    layers: Iterable[LayerDesc],
+    store: Store,
+    fmt: str,
+    sink: EventSink | None = None,
+    runs: int = 50,
+    warmup: int = 5,
+    overhead_shape: Sequence[int] = OVERHEAD_SHAPE,
+) -> LatencyTable:
+    """Measure the layers the store lacks (one micro-model session each) and return the table."""
+    from edgenas.export.micro import FORMATS, empty_model, micro_model
+
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown latency-table format {fmt!r} (known: {', '.join(FORMATS)})")
+    sink = sink or null_sink
+    version = device.runtime_version()
+    threads = device.threads
+    known = store.latency_table(device.name, version, threads, fmt)
+    todo: dict[str, LayerDesc] = {}
+    for d in layers:
+        k = d.key()
+        if k not in known and k not in todo:
+            todo[k] = d
+    sink("latency_table.start", device=device.name, fmt=fmt, known=len(known), todo=len(todo))
+    with tempfile.TemporaryDirectory(prefix="edgenas-lut-") as td:
+        tmp = Path(td)
+        oh_path = _save(empty_model(overhead_shape, fmt), tmp / "empty.onnx")
+        overhead = measure_cached(device, store, oh_path, kind="overhead", fmt=fmt, runs=runs * 2,
+                                  warmup=warmup, layer_key=f"overhead:{list(overhead_shape)}")
+        with progress(sink, f"latency table {fmt} on {device.name}", len(todo)) as tick:
+            for i, (key, desc) in enumerate(todo.items()):
+                path = _save(micro_model(desc, fmt), tmp / f"layer{i}.onnx")
+                m = device.measure(path, runs=runs, warmup=warmup, threads=threads)
+                store.put_layer(key, file_hash(path), m, fmt)
+                known[key] = m.median_ms
+                path.unlink()
+                tick(1, layer=desc.name, ms=round(m.median_ms, 4))
+    table = LatencyTable(device.name, version, threads, fmt, known, overhead.median_ms, measured=len(todo))
+    sink("latency_table.end", device=device.name, fmt=fmt, entries=len(known), measured=len(todo),
+         overhead_ms=overhead.median_ms)
+    return table

@@ -1,0 +1,238 @@
+"""The ``edgenas`` command line. Only this module prints and draws progress."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from edgenas.errors import EdgenasError
+
+SEARCH_EXAMPLES = """\
+examples:
+  edgenas search --task kws --device onnxruntime-cpu --max-latency-ms 0.2 --max-ram-kb 64
+      search the generated demo dataset (synthetic espeak-ng keywords)
+  edgenas search --data ../shared/data/fsdd --test-speakers nicolas --max-latency-ms 0.1
+      Free Spoken Digit Dataset, speaker 'nicolas' held out for the test split
+  edgenas search --data ~/speech_commands_v0.02 --name sc12 --search-epochs 20 --epochs 40
+  edgenas search --name sc12 --resume                     continue an interrupted run
+  edgenas search --data DIR --set search.strategy=darts --set space.widths=16,32,64
+"""
+
+
+class ProgressPrinter:
+    """Turns library events into tqdm bars and short status lines on stderr."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bars: dict[int, Any] = {}
+
+    def __call__(self, event: str, **f: Any) -> None:
+        if self.quiet:
+            return
+        if event == "progress.start":
+            from tqdm import tqdm
+
+            self.bars[f["id"]] = tqdm(total=f["total"], desc=f["desc"], file=sys.stderr, leave=False,
+                                      dynamic_ncols=True, mininterval=0.5)
+        elif event == "progress.update":
+            bar = self.bars.get(f["id"])
+            if bar is not None:
+                bar.update(f["n"])
+                if f.get("postfix"):
+                    bar.set_postfix(f["postfix"], refresh=False)
+        elif event == "progress.end":
+            bar = self.bars.pop(f["id"], None)
+            if bar is not None:
+                bar.close()
+        elif event == "stage.start":
+            self._line(f"[{time.strftime('%H:%M:%S')}] {f['stage']} …")
+        elif event == "stage.end":
+            self._line(f"[{time.strftime('%H:%M:%S')}] {f['stage']} done in {f['seconds']:.1f} s")
+        elif event == "stage.skip":
+            self._line(f"{f['stage']}: already done, skipped")
+        elif event == "data.synthetic":
+            self._line("NOTE: " + f["message"])
+        elif event == "search.epoch":
+            parts = [f"epoch {f['epoch']} ({f['phase']})", f"train acc {f['train_acc']:.3f}"]
+            if f.get("val_acc") is not None:
+                parts.append(f"val acc {f['val_acc']:.3f}")
+            parts.append(f"data {f['data']}")
+            for k, v in f.items():
+                if k.startswith("derived_"):
+                    parts.append(f"{k[8:]} {v:.4g}")
+            self._line("  search " + ", ".join(parts))
+
+    def _line(self, text: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(text, file=sys.stderr)
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _search_parser(sub: Any) -> None:
+    p = sub.add_parser("search", help="search a network and its data configuration for a device",
+                       description="Joint data-configuration + architecture search under device budgets, then final "
+                                   "training, ONNX fp32/int8 export and measurement on the device.",
+                       epilog=SEARCH_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", choices=["kws"], help="task (default: kws)")
+    p.add_argument("--device", help="device profile name (see `edgenas devices`; default onnxruntime-cpu)")
+    p.add_argument("--data", help="dataset folder (FSDD, Speech Commands or CSV manifest); default: the generated "
+                                  "synthetic demo dataset")
+    p.add_argument("--layout", help="dataset layout: auto (default), fsdd, speech_commands, manifest")
+    p.add_argument("--test-speakers", type=_csv, help="comma-separated speakers held out as the test split (FSDD)")
+    p.add_argument("--val-speakers", type=_csv, help="comma-separated speakers used as the validation split")
+    p.add_argument("--max-latency-ms", type=float, help="latency budget of the int8 model on the device")
+    p.add_argument("--max-ram-kb", type=float, help="peak activation RAM budget, KiB (int8)")
+    p.add_argument("--max-flash-kb", type=float, help="flash budget, KiB (int8 model file)")
+    p.add_argument("--epochs", type=int, help="final training epochs")
+    p.add_argument("--search-epochs", type=int, help="search epochs")
+    p.add_argument("--strategy", help="search strategy: gumbel (default) or darts")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--name", help="run name (default: a timestamp)")
+    p.add_argument("--runs-dir", default="runs", help="where run directories live (default ./runs)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run (with --name)")
+    p.add_argument("--config", type=Path, help="TOML or JSON config file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. search.arch_lr=0.05 (repeatable)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (run dir and figures) on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _flags(a: argparse.Namespace) -> dict[str, Any]:
+    flags: dict[str, Any] = {}
+    pairs = {"task": "task", "device": "device", "data": "data", "layout": "layout", "test_speakers": "test_speakers",
+             "val_speakers": "val_speakers", "max_latency_ms": "max_latency_ms", "max_ram_kb": "max_ram_kb",
+             "max_flash_kb": "max_flash_kb", "epochs": "train.epochs", "search_epochs": "search.epochs",
+             "strategy": "search.strategy", "seed": "seed"}
+    for attr, key in pairs.items():
+        v = getattr(a, attr)
+        if v is not None:
+            flags[key] = v
+    if "data" in flags:
+        flags["data"] = str(Path(flags["data"]).expanduser().resolve())
+    for k in ("max_latency_ms", "max_ram_kb", "max_flash_kb"):
+        if k in flags and flags[k] <= 0:
+            raise EdgenasError(f"--{k.replace('_', '-')} must be positive, got {flags[k]}")
+    return flags
+
+
+def cmd_search(a: argparse.Namespace) -> int:
+    from edgenas import config as C
+    from edgenas.pipeline import Pipeline
+    from edgenas.runs import RunDir
+
+    flags = _flags(a)
+    run_root = Path(a.runs_dir)
+    if a.resume:
+        if not a.name:
+            raise EdgenasError("--resume needs --name of the run to continue")
+        path = run_root / (flags.get("task") or "kws") / a.name
+        if not (path / "config.json").exists():
+            raise EdgenasError(f"cannot resume: no run at {path}")
+        saved = json.loads((path / "config.json").read_text())
+        cfg = C.from_dict(saved)
+        if flags or a.set or a.config:
+            raise EdgenasError("--resume continues a run with its saved config; drop the other options")
+    else:
+        cfg = C.resolve(a.config, a.set, flags)
+        name = a.name or time.strftime("%Y%m%d-%H%M%S")
+        path = run_root / cfg.task / name
+    from edgenas.strategies import STRATEGIES
+
+    STRATEGIES.get(cfg.search.strategy)  # unknown names fail before any work
+    if cfg.data and not Path(cfg.data).exists():
+        raise EdgenasError(f"dataset path {cfg.data} does not exist")
+    printer = ProgressPrinter(a.quiet)
+    with RunDir(path, resume=a.resume) as run:
+        printer._line(f"run directory: {run.path}") if not a.quiet else None
+        metrics = Pipeline(cfg, run, sink=printer).run_all()
+    if a.json:
+        print(json.dumps(metrics, default=str))
+    else:
+        _print_summary(metrics)
+    return 0
+
+
+def _print_summary(m: dict[str, Any]) -> None:
+    d = m["data_config"]
+    if m["dataset"]["synthetic"]:
+        print("NOTE: trained and tested on the SYNTHETIC demo dataset (espeak-ng voices), not real speech.")
+    print(f"run: {m['run_dir']}")
+    print(f"data config: {d['sample_rate']} Hz, {d['n_mfcc']} MFCC, window {d['win_ms']:g}/{d['hop_ms']:g} ms")
+    acc = m["accuracy"]
+    print(f"test accuracy: fp32 {acc['test_fp32_torch']:.4f}, ONNX int8 {acc['test_int8_onnx']:.4f}")
+    lat = m["latency_ms"]
+    print(f"latency on {m['device']}: int8 {lat['int8_median']:.4f} ms, fp32 {lat['fp32_median']:.4f} ms (median)")
+    for name, b in m["budgets"].items():
+        unit = "ms" if name == "latency" else "KiB"
+        f = 1 if name == "latency" else 1 / 1024
+        print(f"budget {name}: measured {b['measured'] * f:.4g} {unit} vs {b['limit'] * f:.4g} {unit}: "
+              f"{'holds' if b['holds'] else 'VIOLATED'}")
+    print(f"report: {m['run_dir']}/report.md")
+
+
+def cmd_devices(a: argparse.Namespace) -> int:
+    from edgenas.devices.registry import DEVICES, get_device
+
+    rows = []
+    for name in DEVICES.names():
+        dev = get_device(name)
+        try:
+            dev.check()
+            status = f"ok ({dev.runtime_version()})"
+        except EdgenasError as e:
+            status = f"unavailable: {e}"
+        rows.append({"name": name, "format": dev.artifact_format, "threads": dev.threads, "status": status})
+    if a.json:
+        print(json.dumps(rows))
+    else:
+        for r in rows:
+            print(f"{r['name']:<20} {r['format']:<8} threads={r['threads']:<3} {r['status']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from edgenas import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="edgenas", description="Search a small network and its input data configuration for an edge device, "
+                                    "under measured latency and memory budgets, and ship it as an int8 model.",
+        epilog="Run `edgenas COMMAND --help` for a command's options and examples.")
+    parser.add_argument("--version", action="version", version=f"edgenas {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _search_parser(sub)
+    d = sub.add_parser("devices", help="list devices")
+    d.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if a.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    if a.command is None:
+        parser.print_help()
+        return 2
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return {"search": cmd_search, "devices": cmd_devices}[a.command](a)
+    except EdgenasError as e:
+        print(f"edgenas: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("edgenas: interrupted; continue with --resume --name <run>", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

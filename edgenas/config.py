@@ -1,0 +1,156 @@
+"""Run configuration: frozen dataclasses, resolved as defaults < file < ``--set key=value``.
+
+Unknown keys are errors with suggestions; the resolved config is saved in every run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from edgenas.errors import ConfigError
+from edgenas.search import SearchConfig
+from edgenas.spaces.kws_dscnn import KWSSpaceConfig
+from edgenas.train import TrainConfig
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    runs: int = 200
+    warmup: int = 20
+    threads: int = 1
+    latency_format: str = "onnx-int8"  # the artifact the latency budget applies to (what ships)
+    lut_runs: int = 30
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    task: str = "kws"
+    space_name: str = "kws-dscnn"
+    device: str = "onnxruntime-cpu"
+    data: str = ""  # dataset path; "" = the generated synthetic demo dataset
+    layout: str = "auto"
+    test_speakers: tuple[str, ...] = ()
+    val_speakers: tuple[str, ...] = ()
+    seed: int = 0
+    max_latency_ms: float = 0.0  # 0 = no budget
+    max_ram_kb: float = 0.0
+    max_flash_kb: float = 0.0
+    space: KWSSpaceConfig = field(default_factory=KWSSpaceConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    try:
+        if origin in (types.UnionType, typing.Union):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if value is None or value in ("none", "None", "null"):
+                return None
+            return _coerce(value, args[0], key)
+        if origin is tuple:
+            (inner, *_rest) = typing.get_args(tp)
+            if isinstance(value, str):
+                text = value.strip()
+                if text.startswith("["):
+                    value = json.loads(text)
+                else:
+                    value = [v.strip() for v in text.split(",") if v.strip()]
+            return tuple(_coerce(v, inner, key) for v in value)
+        if tp is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if tp is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if tp is float:
+            return float(value)
+        if tp is str:
+            return str(value)
+    except (ValueError, TypeError, json.JSONDecodeError):
+        raise ConfigError(f"invalid value {value!r} for {key} (expected {getattr(tp, '__name__', tp)})") from None
+    return value
+
+
+def _update(obj: Any, path: list[str], value: Any, full: str) -> Any:
+    hints = typing.get_type_hints(type(obj))
+    names = [f.name for f in fields(obj)]
+    head = path[0]
+    if head not in names:
+        close = difflib.get_close_matches(head, names, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"unknown config key {full!r}{hint}")
+    cur = getattr(obj, head)
+    if len(path) == 1:
+        if is_dataclass(cur):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{full} is a section; set its keys, e.g. {full}.<key>=…")
+            for k, v in value.items():
+                cur = _update(cur, [k], v, f"{full}.{k}")
+            return replace(obj, **{head: cur})
+        return replace(obj, **{head: _coerce(value, hints[head], full)})
+    if not is_dataclass(cur):
+        raise ConfigError(f"{'.'.join(full.split('.')[:len(full.split('.')) - len(path) + 1])} is not a section (in {full!r})")
+    return replace(obj, **{head: _update(cur, path[1:], value, full)})
+
+
+def apply(cfg: RunConfig, key: str, value: Any) -> RunConfig:
+    try:
+        return _update(cfg, key.split("."), value, key)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:  # a dataclass's own validation
+        raise ConfigError(f"invalid value for {key}: {e}") from None
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        if path.suffix == ".toml":
+            return tomllib.loads(path.read_text())
+        return json.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"cannot parse config file {path}: {e}") from None
+
+
+def resolve(file: Path | None = None, sets: list[str] | None = None, flags: dict[str, Any] | None = None) -> RunConfig:
+    """defaults < config file < CLI flags (``flags``) < ``--set key=value`` overrides."""
+    cfg = RunConfig()
+    if file is not None:
+        for k, v in load_file(file).items():
+            cfg = apply(cfg, k, v)
+    for k, v in (flags or {}).items():
+        cfg = apply(cfg, k, v)
+    for item in sets or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        cfg = apply(cfg, k.strip(), v.strip())
+    return cfg
+
+
+def from_dict(d: dict[str, Any]) -> RunConfig:
+    cfg = RunConfig()
+    for k, v in d.items():
+        cfg = apply(cfg, k, v)
+    return cfg

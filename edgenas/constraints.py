@@ -1,0 +1,134 @@
+"""Hard budgets: feasibility before training, constraint terms during search, repair after it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+
+from edgenas.cost import CostModel
+from edgenas.errors import InfeasibleBudget
+from edgenas.spaces.base import SearchSpace
+from edgenas.spec import ArchSpec
+
+# budget name → (CLI flag, unit shown to users, factor from the user's unit to the cost unit)
+BUDGETS = {
+    "latency": ("--max-latency-ms", "ms", 1.0),
+    "ram": ("--max-ram-kb", "KiB", 1024.0),
+    "flash": ("--max-flash-kb", "KiB", 1024.0),
+}
+
+
+@dataclass
+class Constraint:
+    """One budget on one cost model; ``multiplier`` is its Lagrange multiplier (rises while violated)."""
+
+    name: str
+    limit: float  # in the cost model's unit
+    model: CostModel
+    multiplier: float = 1.0
+
+    @property
+    def user_factor(self) -> float:
+        return BUDGETS[self.name][2]
+
+    def show(self, value: float) -> str:
+        return f"{value / self.user_factor:.4g} {BUDGETS[self.name][1]}"
+
+    @property
+    def flag(self) -> str:
+        return BUDGETS[self.name][0]
+
+    def ratio(self, spec: ArchSpec) -> float:
+        return self.model.cost(spec) / self.limit
+
+    def holds(self, spec: ArchSpec) -> bool:
+        return self.model.cost(spec) <= self.limit
+
+    def term(self, probs: Mapping[str, torch.Tensor], margin: float) -> tuple[torch.Tensor, float]:
+        """Hinge penalty ``λ · max(0, E[cost]/limit − 1 + margin)`` and the normalised excess."""
+        excess = self.model.expected_cost(probs) / self.limit - 1.0 + margin
+        return self.multiplier * torch.relu(excess), float(excess)
+
+    def update(self, excess: float, lr: float) -> None:
+        """Dual ascent: the multiplier rises while the expected cost exceeds the budget, falls
+        (to a floor) once it holds."""
+        self.multiplier = max(0.1, self.multiplier + lr * excess)
+
+
+def violation(spec: ArchSpec, constraints: list[Constraint]) -> float:
+    return sum(max(0.0, c.ratio(spec) - 1.0) for c in constraints)
+
+
+def check_feasible(space: SearchSpace, constraints: list[Constraint]) -> ArchSpec | None:
+    """Raise :class:`InfeasibleBudget` naming the cheapest achievable value when no spec of the
+    space meets the budgets; otherwise return the cheapest candidate meeting all of them."""
+    if not constraints:
+        return None
+    cands = list(space.cheapest_candidates())
+    for c in constraints:
+        best = min(c.model.cost(s) for s in cands)
+        if best > c.limit:
+            raise InfeasibleBudget(
+                f"infeasible budget: {c.flag} {c.limit / c.user_factor:g} cannot be met by space {space.name}; "
+                f"the cheapest spec reaches {c.show(best)}")
+    feasible = [s for s in cands if all(c.holds(s) for c in constraints)]
+    if not feasible:
+        names = " and ".join(f"{c.flag} {c.limit / c.user_factor:g}" for c in constraints)
+        raise InfeasibleBudget(f"infeasible budgets: no spec of space {space.name} meets {names} together")
+    return min(feasible, key=lambda s: sum(c.ratio(s) for c in constraints))
+
+
+@dataclass(frozen=True)
+class Switch:
+    point: str
+    old: str
+    new: str
+    logp_loss: float
+
+
+def repair(space: SearchSpace, spec: ArchSpec, probs: Mapping[str, torch.Tensor],
+           constraints: list[Constraint], max_steps: int = 200) -> tuple[ArchSpec, list[Switch]]:
+    """Switch the choices that cost most for the least loss of probability until every budget
+    holds by its cost model. Falls back to the most probable feasible cheapest candidate."""
+    switches: list[Switch] = []
+    logp = {k: torch.log(v.detach() + 1e-12) for k, v in probs.items()}
+    sel = space.selection(spec)
+    current = spec
+    for _ in range(max_steps):
+        v0 = violation(current, constraints)
+        if v0 <= 0:
+            return current, switches
+        best: tuple[float, ArchSpec, Switch] | None = None
+        for p in space.choice_points():
+            i_old = p.index(sel[p.name])
+            for i_new, opt in enumerate(p.options):
+                if i_new == i_old:
+                    continue
+                cand_sel = dict(sel, **{p.name: opt})
+                cand = space.spec(cand_sel)
+                gain = v0 - violation(cand, constraints)
+                if gain <= 1e-12:
+                    continue
+                loss = float(logp[p.name][i_old] - logp[p.name][i_new])
+                score = gain / (max(loss, 0.0) + 1e-3)
+                if best is None or score > best[0]:
+                    best = (score, cand, Switch(p.name, sel[p.name], opt, loss))
+        if best is None:
+            break
+        _, current, sw = best
+        sel = dict(sel, **{sw.point: sw.new})
+        switches.append(sw)
+    if violation(current, constraints) <= 0:
+        return current, switches
+    feasible = check_feasible(space, constraints)
+    assert feasible is not None
+
+    def score(s: ArchSpec) -> float:
+        return sum(float(logp[k][space.point(k).index(v)]) for k, v in space.selection(s).items())
+
+    cands = [s for s in space.cheapest_candidates() if all(c.holds(s) for c in constraints)]
+    fallback = max(cands, key=score) if cands else feasible
+    return fallback, switches + [Switch("*", "derived", "cheapest feasible fallback", math.inf)]

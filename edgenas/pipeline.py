@@ -1,0 +1,283 @@
+"""The search pipeline, stage by stage, in a resumable run directory.
+
+    data → budgets (latency table, feasibility) → search → derive + repair → final training
+         → export (ONNX fp32, int8) → measure on the device → report
+
+Each stage's result is recorded in ``state.json`` only after its files are in place; a resumed
+run skips finished stages and continues search and training from their last epoch checkpoint.
+The test split is loaded only after the final model is trained.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+import edgenas
+from edgenas import cost
+from edgenas.config import RunConfig, to_dict
+from edgenas.constraints import Constraint, check_feasible, repair
+from edgenas.errors import ConfigError, EdgenasError
+from edgenas.events import EventSink, null_sink
+from edgenas.runs import RunDir
+from edgenas.search import SearchResult, SplitTensors, run_search
+from edgenas.spaces import get_space
+from edgenas.spaces.base import SearchSpace
+from edgenas.spec import ArchSpec
+from edgenas.train import accuracy, predict, train_model
+
+log = logging.getLogger("edgenas.pipeline")
+
+
+class Pipeline:
+    def __init__(self, cfg: RunConfig, run: RunDir, sink: EventSink | None = None,
+                 store_path: Path | None = None, cache_dir: Path | None = None) -> None:
+        self.cfg = cfg
+        self.run = run
+        self._outer = sink or null_sink
+        self.store_path = store_path
+        self.cache_dir = cache_dir
+        self._ds: Any = None
+        self._space: SearchSpace | None = None
+        self._device: Any = None
+        self._store: Any = None
+        self._lut: Any = None
+
+    # ---- plumbing -------------------------------------------------------------------------
+    def sink(self, event: str, **fields: Any) -> None:
+        if not event.startswith("progress."):
+            self.run.log_event(event, fields)
+        self._outer(event, **fields)
+
+    def stage(self, name: str, fn: Callable[[], Any]) -> Any:
+        if self.run.done(name):
+            self.sink("stage.skip", stage=name)
+            return self.run.result(name)
+        self.sink("stage.start", stage=name)
+        t0 = time.perf_counter()
+        result = fn()
+        self.run.mark(name, result, time.perf_counter() - t0)
+        self.sink("stage.end", stage=name, seconds=round(time.perf_counter() - t0, 2))
+        return result
+
+    @property
+    def dataset(self) -> Any:
+        if self._ds is None:
+            from edgenas.datasets.base import open_dataset
+
+            cfg = self.cfg
+            self._ds = open_dataset(cfg.data or None, layout=cfg.layout,
+                                    test_speakers=list(cfg.test_speakers) or None,
+                                    val_speakers=list(cfg.val_speakers) or None, seed=cfg.seed,
+                                    sink=self.sink, cache_dir=self.cache_dir)
+        return self._ds
+
+    @property
+    def space(self) -> SearchSpace:
+        if self._space is None:
+            ds = self.dataset
+            self._space = get_space(self.cfg.space_name, num_classes=len(ds.classes), config=self.cfg.space,
+                                    max_sample_rate=ds.native_rate)
+        return self._space
+
+    @property
+    def device(self) -> Any:
+        if self._device is None:
+            from edgenas.devices.registry import get_device
+
+            self._device = get_device(self.cfg.device, threads=self.cfg.measure.threads)
+            self._device.check()
+        return self._device
+
+    @property
+    def store(self) -> Any:
+        if self._store is None:
+            from edgenas.store import Store
+
+            self._store = Store(self.store_path)
+        return self._store
+
+    def features(self, split: str, data_cfg: Any) -> SplitTensors:
+        from edgenas.datasets.features import load_features
+
+        fs = load_features(self.dataset, split, data_cfg, cache_dir=self.cache_dir, sink=self.sink)
+        return SplitTensors(torch.from_numpy(np.ascontiguousarray(fs.x)), torch.from_numpy(fs.y).long())
+
+    def latency_table(self) -> Any:
+        if self._lut is None:
+            from edgenas.devices.latency_table import build_latency_table
+
+            fmt = self.cfg.measure.latency_format
+            if fmt != f"{self.device.artifact_format}-int8" and fmt != f"{self.device.artifact_format}-fp32":
+                raise ConfigError(f"measure.latency_format {fmt!r} does not fit device {self.cfg.device}")
+            self._lut = build_latency_table(self.device, self.space.all_layers(), self.store, fmt, sink=self.sink,
+                                            runs=self.cfg.measure.lut_runs, warmup=5)
+        return self._lut
+
+    def constraints(self) -> list[Constraint]:
+        cfg, space = self.cfg, self.space
+        out = []
+        if cfg.max_latency_ms > 0:
+            out.append(Constraint("latency", cfg.max_latency_ms, cost.latency_lut(space, self.latency_table())))
+        if cfg.max_ram_kb > 0:
+            out.append(Constraint("ram", cfg.max_ram_kb * 1024, cost.peak_ram(space)))
+        if cfg.max_flash_kb > 0:
+            out.append(Constraint("flash", cfg.max_flash_kb * 1024, cost.flash(space)))
+        return out
+
+    # ---- stages ---------------------------------------------------------------------------
+    def run_all(self) -> dict[str, Any]:
+        cfg = self.cfg
+        if not self.run.done("config"):
+            self.run.write_json("config.json", to_dict(cfg))
+        self.stage("config", lambda: {"edgenas": edgenas.__version__, "python": platform.python_version(),
+                                      "torch": torch.__version__})
+        self.stage("data", self._stage_data)
+        self.stage("budgets", self._stage_budgets)
+        self.stage("search", self._stage_search)
+        spec = ArchSpec.from_dict(self.stage("derive", self._stage_derive)["spec"])
+        self.stage("train", lambda: self._stage_train(spec))
+        self.stage("export", lambda: self._stage_export(spec))
+        self.stage("measure", lambda: self._stage_measure(spec))
+        return self.stage("report", lambda: self._stage_report(spec))
+
+    def _stage_data(self) -> dict[str, Any]:
+        ds = self.dataset
+        info = {"name": ds.name, "root": ds.root, "classes": ds.classes, "native_rate": ds.native_rate,
+                "synthetic": ds.synthetic, "fingerprint": ds.fingerprint(),
+                "splits": {k: len(v) for k, v in ds.splits.items()},
+                "speakers": {k: len({c.speaker for c in v}) for k, v in ds.splits.items()},
+                "data_options": [d.key() for d in self.space.data_configs()]}
+        if ds.synthetic:
+            self.sink("data.synthetic", message="using the generated SYNTHETIC demo dataset (espeak-ng voices); "
+                                                "pass --data for real recordings")
+        for split in ("train", "val"):
+            if not ds.splits.get(split):
+                raise EdgenasError(f"dataset {ds.name} has an empty {split} split")
+        for d in self.space.data_configs():  # compute and cache every data option's features now
+            for split in ("train", "val"):
+                self.features(split, d)
+        return info
+
+    def _stage_budgets(self) -> dict[str, Any]:
+        cons = self.constraints()
+        cheapest = check_feasible(self.space, cons)
+        return {"constraints": [{"name": c.name, "limit": c.limit} for c in cons],
+                "cheapest_feasible": cheapest.to_dict() if cheapest else None,
+                "latency_table": self._lut_info()}
+
+    def _lut_info(self) -> dict[str, Any] | None:
+        if self._lut is None:
+            return None
+        t = self._lut
+        return {"device": t.device, "runtime_version": t.runtime_version, "threads": t.threads, "fmt": t.fmt,
+                "entries": len(t.entries), "overhead_ms": t.overhead_ms, "measured_now": t.measured}
+
+    def _stage_search(self) -> dict[str, Any]:
+        space = self.space
+        datas = space.data_configs()
+        train = [self.features("train", d) for d in datas]
+        val = [self.features("val", d) for d in datas]
+        res: SearchResult = run_search(space, train, val, self.constraints(), self.cfg.search, seed=self.cfg.seed,
+                                       checkpoint=self.run.file("checkpoints/search.pt"), sink=self.sink)
+        out = {"spec": res.spec.to_dict(), "probs": res.probs, "history": res.history,
+               "multipliers": res.multipliers, "seconds": res.seconds}
+        self.run.write_json("search.json", out)
+        return {"seconds": res.seconds, "derived": res.spec.hash()}
+
+    def _stage_derive(self) -> dict[str, Any]:
+        search = self.run.read_json("search.json")
+        spec = ArchSpec.from_dict(search["spec"])
+        probs = {k: torch.tensor(v) for k, v in search["probs"].items()}
+        cons = self.constraints()
+        repaired, switches = repair(self.space, spec, probs, cons)
+        est = self.estimates(repaired)
+        self.run.write_text("arch.json", repaired.to_json() + "\n")
+        return {"spec": repaired.to_dict(), "hash": repaired.hash(), "derived_hash": spec.hash(),
+                "repairs": [s.__dict__ for s in switches], "estimates": est}
+
+    def estimates(self, spec: ArchSpec) -> dict[str, float]:
+        space = self.space
+        est = {"macs": cost.macs(space).cost(spec), "params": cost.params(space).cost(spec),
+               "flash_bytes": cost.flash(space).cost(spec), "ram_bytes": cost.peak_ram(space).cost(spec)}
+        lut = self._lut if self._lut is not None else (self.latency_table() if self.cfg.max_latency_ms > 0 else None)
+        if lut is not None:
+            est["latency_ms"] = cost.latency_lut(space, lut).cost(spec)
+        return est
+
+    def _stage_train(self, spec: ArchSpec) -> dict[str, Any]:
+        cfg = self.cfg
+        tr = self.features("train", spec.data)
+        va = self.features("val", spec.data)
+        if cfg.train.train_on == "train+val":
+            x, y, eval_set = torch.cat([tr.x, va.x]), torch.cat([tr.y, va.y]), None
+        elif cfg.train.train_on == "train":
+            x, y, eval_set = tr.x, tr.y, (va.x, va.y)
+        else:
+            raise ConfigError(f"train.train_on must be 'train' or 'train+val', got {cfg.train.train_on!r}")
+        torch.manual_seed(cfg.seed)
+        model = self.space.build(spec)
+        info = train_model(model, x, y, cfg.train, seed=cfg.seed, checkpoint=self.run.file("checkpoints/final.pt"),
+                           sink=self.sink, eval_set=eval_set)
+        torch.save(model.state_dict(), self.run.file("model.pt.tmp"))
+        self.run.file("model.pt.tmp").replace(self.run.file("model.pt"))
+        te = self.features("test", spec.data)  # first and only use of the test split
+        test_acc = accuracy(model, te.x, te.y)
+        return {"train_examples": len(y), "test_examples": len(te.y), "test_acc_fp32_torch": test_acc,
+                "seconds": info["seconds"], "final_train_acc": info["history"][-1]["train_acc"] if info["history"] else None}
+
+    def load_model(self, spec: ArchSpec) -> torch.nn.Module:
+        model = self.space.build(spec)
+        model.load_state_dict(torch.load(self.run.file("model.pt"), weights_only=True))
+        return model.eval()
+
+    def _stage_export(self, spec: ArchSpec) -> dict[str, Any]:
+        from edgenas.export.onnx_export import (QUANT_INT8, check_parity, export_onnx_fp32, model_metadata,
+                                                quantize_int8, run_onnx)
+
+        model = self.load_model(spec)
+        te = self.features("test", spec.data)
+        tr = self.features("train", spec.data)
+        fp32 = export_onnx_fp32(model, (1, 1, *spec.data.feature_shape), self.run.file("model.onnx"),
+                                model_metadata(spec))
+        parity = check_parity(model, fp32, te.x[:256].numpy())
+        rng = np.random.default_rng(self.cfg.seed)
+        calib = tr.x.numpy()[rng.permutation(len(tr.y))[:300]]
+        int8 = quantize_int8(fp32, self.run.file("model.int8.onnx"), calib, model_metadata(spec, QUANT_INT8))
+        ref = predict(model, te.x).argmax(1).numpy()
+        y = te.y.numpy()
+        out: dict[str, Any] = {"parity_max_abs_diff": parity}
+        for key, path in (("fp32", fp32), ("int8", int8)):
+            pred = run_onnx(path, te.x.numpy()).argmax(1)
+            out[f"test_acc_onnx_{key}"] = float((pred == y).mean()) if len(y) else float("nan")
+            out[f"argmax_agreement_{key}"] = float((pred == ref).mean()) if len(y) else float("nan")
+        return out
+
+    def _stage_measure(self, spec: ArchSpec) -> dict[str, Any]:
+        from edgenas.devices.measure import measure_cached
+        from edgenas.export.graph_memory import onnx_memory_report
+
+        m = self.cfg.measure
+        out: dict[str, Any] = {"device": self.cfg.device, "device_info": self.device.info()}
+        for key, name in (("fp32", "model.onnx"), ("int8", "model.int8.onnx")):
+            meas = measure_cached(self.device, self.store, self.run.file(name), kind="model", fmt=f"onnx-{key}",
+                                  spec_hash=spec.hash(), runs=m.runs, warmup=m.warmup)
+            mem = onnx_memory_report(self.run.file(name))
+            out[key] = {"latency": meas.to_dict(), "flash_bytes": mem["flash_bytes"],
+                        "peak_activation_bytes": mem["peak_activation_bytes"], "weight_bytes": mem["weight_bytes"]}
+        return out
+
+    def _stage_report(self, spec: ArchSpec) -> dict[str, Any]:
+        from edgenas.report import build_metrics, render_report
+
+        metrics = build_metrics(self, spec)
+        self.run.write_json("metrics.json", metrics)
+        self.run.write_text("report.md", render_report(self, spec, metrics))
+        return metrics

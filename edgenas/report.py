@@ -1,0 +1,153 @@
+"""metrics.json and report.md of a finished run."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from edgenas import cost
+from edgenas.constraints import BUDGETS
+from edgenas.spec import ArchSpec
+
+if TYPE_CHECKING:
+    from edgenas.pipeline import Pipeline
+
+
+def build_metrics(p: "Pipeline", spec: ArchSpec) -> dict[str, Any]:
+    run, cfg = p.run, p.cfg
+    data, derive = run.result("data"), run.result("derive")
+    train, export, meas = run.result("train"), run.result("export"), run.result("measure")
+    shipped = cfg.measure.latency_format.split("-")[-1]  # the artifact the budgets apply to
+    measured = {
+        "latency": meas[shipped]["latency"]["median_ms"],
+        "ram": meas[shipped]["peak_activation_bytes"],
+        "flash": meas[shipped]["flash_bytes"],
+    }
+    estimated = {"latency": derive["estimates"].get("latency_ms"), "ram": derive["estimates"]["ram_bytes"],
+                 "flash": derive["estimates"]["flash_bytes"]}
+    limits = {"latency": cfg.max_latency_ms, "ram": cfg.max_ram_kb * 1024, "flash": cfg.max_flash_kb * 1024}
+    budgets = {}
+    for name, limit in limits.items():
+        if limit > 0:
+            budgets[name] = {"limit": limit, "measured": measured[name], "estimated": estimated[name],
+                             "unit": "ms" if name == "latency" else "bytes", "holds": measured[name] <= limit,
+                             "artifact": f"onnx-{shipped}"}
+    stage_s = {k: v["seconds"] for k, v in run.state["stages"].items()}
+    return {
+        "run_dir": str(run.path),
+        "task": cfg.task,
+        "device": cfg.device,
+        "dataset": {"name": data["name"], "root": data["root"], "synthetic": data["synthetic"],
+                    "splits": data["splits"], "classes": len(data["classes"])},
+        "arch_hash": spec.hash(),
+        "data_config": spec.data.to_dict(),
+        "choices": spec.choices,
+        "accuracy": {"test_fp32_torch": train["test_acc_fp32_torch"], "test_fp32_onnx": export["test_acc_onnx_fp32"],
+                     "test_int8_onnx": export["test_acc_onnx_int8"],
+                     "argmax_agreement_int8": export["argmax_agreement_int8"]},
+        "latency_ms": {"fp32_median": meas["fp32"]["latency"]["median_ms"], "fp32_p90": meas["fp32"]["latency"]["p90_ms"],
+                       "int8_median": meas["int8"]["latency"]["median_ms"], "int8_p90": meas["int8"]["latency"]["p90_ms"],
+                       "predicted": estimated["latency"]},
+        "ram_bytes": {"int8_graph": meas["int8"]["peak_activation_bytes"], "estimated": estimated["ram"]},
+        "flash_bytes": {"int8_file": meas["int8"]["flash_bytes"], "fp32_file": meas["fp32"]["flash_bytes"],
+                        "estimated": estimated["flash"]},
+        "macs": derive["estimates"]["macs"],
+        "params": derive["estimates"]["params"],
+        "budgets": budgets,
+        "all_budgets_hold": all(b["holds"] for b in budgets.values()),
+        "search_seconds": run.result("search")["seconds"],
+        "stage_seconds": stage_s,
+        "total_seconds": round(sum(stage_s.values()), 2),
+    }
+
+
+def _fmt(v: Any, unit: str = "") -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.4g}{unit}"
+    return f"{v}{unit}"
+
+
+def _budget_value(name: str, v: float | None) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.4g} ms" if name == "latency" else f"{v / 1024:.2f} KiB"
+
+
+def render_report(p: "Pipeline", spec: ArchSpec, m: dict[str, Any]) -> str:
+    run, cfg, space = p.run, p.cfg, p.space
+    data, derive, search = run.result("data"), run.result("derive"), run.read_json("search.json")
+    d = spec.data
+    lines = [f"# edgenas run `{run.path.name}` — {cfg.task} on {cfg.device}", ""]
+    if m["dataset"]["synthetic"]:
+        lines += ["> **SYNTHETIC DEMO DATA.** This run used the generated espeak-ng keyword set, not real "
+                  "recordings. Its accuracy says nothing about real speech; pass `--data` for that.", ""]
+    acc = m["accuracy"]
+    lines += [
+        "## Summary", "",
+        f"- dataset: `{data['name']}` at `{data['root']}` — {data['splits']} clips, "
+        f"{len(data['classes'])} classes, speakers per split {data['speakers']}",
+        f"- data configuration: {d.sample_rate} Hz, {d.n_mfcc} MFCC of {d.n_mels} mel bands, window {d.win_ms:g} ms / "
+        f"hop {d.hop_ms:g} ms (FFT {d.n_fft}), input {d.n_frames}×{d.n_mfcc}",
+        f"- test accuracy: PyTorch fp32 {acc['test_fp32_torch']:.4f} · ONNX fp32 {acc['test_fp32_onnx']:.4f} · "
+        f"ONNX int8 {acc['test_int8_onnx']:.4f} (int8/fp32 argmax agreement {acc['argmax_agreement_int8']:.4f})",
+        f"- measured latency on {cfg.device} ({cfg.measure.threads} thread): fp32 {m['latency_ms']['fp32_median']:.4f} ms "
+        f"(p90 {m['latency_ms']['fp32_p90']:.4f}), int8 {m['latency_ms']['int8_median']:.4f} ms "
+        f"(p90 {m['latency_ms']['int8_p90']:.4f}); predicted by the latency table "
+        f"{_fmt(m['latency_ms']['predicted'], ' ms')}",
+        f"- MACs {m['macs']:,.0f} · parameters {m['params']:,.0f} · arch hash `{m['arch_hash']}`",
+        f"- search {m['search_seconds']:.0f} s, whole run {m['total_seconds']:.0f} s", "",
+        "## Budgets (as measured)", "",
+    ]
+    if m["budgets"]:
+        lines += ["| budget | limit | estimated | measured | artifact | verdict |", "|---|---|---|---|---|---|"]
+        for name, b in m["budgets"].items():
+            lines.append(f"| {BUDGETS[name][0]} | {_budget_value(name, b['limit'])} | {_budget_value(name, b['estimated'])} "
+                         f"| {_budget_value(name, b['measured'])} | {b['artifact']} | "
+                         f"{'holds' if b['holds'] else '**VIOLATED**'} |")
+        lines += ["", "Latency: median of the device measurement. RAM: peak activation memory from tensor lifetimes "
+                  "in the exported int8 graph's execution order. Flash: size of the int8 model file.", ""]
+    else:
+        lines += ["No budgets were given.", ""]
+    lines += ["## Architecture", "", "| choice point | selected |", "|---|---|"]
+    for k, v in space.selection(spec).items():
+        lines.append(f"| {k} | {v} |")
+    if derive["repairs"]:
+        lines += ["", f"Repaired after derivation (derived spec `{derive['derived_hash']}` violated a budget by the "
+                  "cost model): " + "; ".join(f"{s['point']}: {s['old']} → {s['new']}" for s in derive["repairs"])]
+    lines += ["", "## Per-layer cost", "",
+              "| layer | kind | in | out | kernel | stride | groups | MACs | params | flash B | RAM B | table ms |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lut = p._lut
+    for desc in space.layers(spec):
+        lat = f"{lut.layer_ms(desc):.4f}" if lut is not None and desc in lut else "–"
+        lines.append(
+            f"| {desc.name} | {desc.kind} | {'×'.join(map(str, desc.in_shape))} | {'×'.join(map(str, desc.out_shape))} "
+            f"| {desc.kernel[0]}×{desc.kernel[1]} | {desc.stride[0]}×{desc.stride[1]} | {desc.groups} | {desc.macs:,} "
+            f"| {desc.params:,} | {cost.flash_bytes(desc):,.0f} | {cost.ram_bytes(desc):,.0f} | {lat} |")
+    if lut is not None:
+        lines += ["", f"Latency table: {len(lut.entries)} layer micro-models measured on {lut.device} "
+                  f"({lut.fmt}, onnxruntime {lut.runtime_version}, {lut.threads} thread), per-call overhead "
+                  f"{lut.overhead_ms:.4f} ms counted once."]
+    lines += ["", "## Search", "",
+              f"Strategy `{cfg.search.strategy}`, {cfg.search.epochs} epochs (first {cfg.search.warmup_frac:.0%} warm-up), "
+              f"{search['seconds']:.0f} s. Weights trained on the train split, choice logits on the speaker-disjoint "
+              "val split; the test split was first read after final training.", "",
+              "| epoch | phase | train acc | val acc | entropy | data | " +
+              " | ".join(f"E[{c['name']}] / derived" for c in run.result("budgets")["constraints"]) + " |",
+              "|---|---|---|---|---|---|" + "---|" * len(run.result("budgets")["constraints"])]
+    for h in search["history"]:
+        cols = [f"{h.get('expected_' + c['name'], 0):.4g} / {h.get('derived_' + c['name'], 0):.4g}"
+                for c in run.result("budgets")["constraints"]]
+        lines.append(f"| {h['epoch']} | {h['phase']} | {h['train_acc']:.3f} | {_fmt(h['val_acc'])} | "
+                     f"{h['entropy']:.3f} | {h['data']} | " + " | ".join(cols) + " |")
+    lines += ["", "Final choice probabilities:", ""]
+    for k, v in search["probs"].items():
+        opts = space.point(k).options
+        lines.append(f"- {k}: " + ", ".join(f"{o} {pr:.2f}" for o, pr in zip(opts, v)))
+    lines += ["", "## Stage times", "", "| stage | seconds |", "|---|---|"]
+    for k, v in m["stage_seconds"].items():
+        lines.append(f"| {k} | {v:.1f} |")
+    lines += ["", "Files: `config.json` (resolved config), `arch.json`, `model.pt`, `model.onnx`, `model.int8.onnx`, "
+              "`metrics.json`, `search.json`, `events.jsonl`, `checkpoints/`.", ""]
+    return "\n".join(lines)

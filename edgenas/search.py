@@ -1,0 +1,211 @@
+"""Bilevel search: weights on the train split, architecture and data logits on the val split.
+
+One step samples a data configuration (and, for single-path strategies, one op per choice
+point), updates the supernet weights on a train batch, then — after the warm-up epochs —
+updates the choice logits on a val batch with ``task loss + Σ_k λ_k·hinge(E[cost_k]/B_k − 1)
++ entropy pressure``, raising each λ_k while its budget is violated. The test split never
+reaches this module.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from edgenas.constraints import Constraint
+from edgenas.events import EventSink, null_sink, progress
+from edgenas.spaces.base import SearchSpace
+from edgenas.spec import ArchSpec
+from edgenas.strategies import STRATEGIES, Strategy
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    strategy: str = "gumbel"
+    epochs: int = 12
+    warmup_frac: float = 0.3  # share of the epochs that train weights only (uniform sampling)
+    batch_size: int = 64
+    weight_lr: float = 3e-3
+    weight_decay: float = 1e-4
+    arch_lr: float = 0.03
+    tau_start: float = 4.0
+    tau_end: float = 0.3
+    entropy_weight: float = 0.3  # ramps from 0 to this over the arch epochs
+    dual_lr: float = 0.5
+    margin: float = 0.05
+    max_steps_per_epoch: int = 0  # 0 = one pass over the train split
+
+
+@dataclass
+class SplitTensors:
+    x: torch.Tensor  # [N, 1, T, F]
+    y: torch.Tensor  # [N]
+
+
+@dataclass
+class SearchResult:
+    spec: ArchSpec
+    probs: dict[str, list[float]]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    multipliers: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _data_index(space: SearchSpace, gates: dict[str, torch.Tensor]) -> int:
+    labels = {p.name: p.options[int(torch.argmax(gates[p.name].detach()))] for p in space.data_points}
+    return space.data_index(labels)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def run_search(
+    space: SearchSpace,
+    train: list[SplitTensors],
+    val: list[SplitTensors],
+    constraints: list[Constraint],
+    cfg: SearchConfig,
+    seed: int = 0,
+    checkpoint: Path | None = None,
+    sink: EventSink | None = None,
+    epoch_hook: Callable[[dict[str, Any]], None] | None = None,
+) -> SearchResult:
+    """``train[d]`` / ``val[d]`` hold the features of data option ``d`` (space.data_configs order)."""
+    sink = sink or null_sink
+    _seed_all(seed)
+    net = space.supernet()
+    strategy: Strategy = STRATEGIES.get(cfg.strategy)(space.choice_points(), cfg.tau_start, cfg.tau_end)
+    w_opt = torch.optim.AdamW(net.parameters(), lr=cfg.weight_lr, weight_decay=cfg.weight_decay)
+    a_opt = torch.optim.Adam(strategy.parameters(), lr=cfg.arch_lr, betas=(0.5, 0.999))
+    n_train = len(train[0].y)
+    steps = math.ceil(n_train / cfg.batch_size)
+    if cfg.max_steps_per_epoch:
+        steps = min(steps, cfg.max_steps_per_epoch)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=max(1, cfg.epochs * steps))
+    history: list[dict[str, Any]] = []
+    start_epoch, elapsed = 0, 0.0
+    if checkpoint is not None and checkpoint.exists():
+        st = torch.load(checkpoint, weights_only=False)
+        net.load_state_dict(st["net"])
+        strategy.load_state_dict(st["strategy"])
+        w_opt.load_state_dict(st["w_opt"])
+        a_opt.load_state_dict(st["a_opt"])
+        sched.load_state_dict(st["sched"])
+        for c in constraints:
+            c.multiplier = st["multipliers"].get(c.name, c.multiplier)
+        history, start_epoch, elapsed = st["history"], st["epoch"], st["seconds"]
+        torch.set_rng_state(st["torch_rng"])
+        random.setstate(st["py_rng"])
+        sink("search.resumed", epoch=start_epoch)
+    gen = torch.Generator().manual_seed(seed * 1000 + start_epoch)
+    warmup = min(int(round(cfg.warmup_frac * cfg.epochs)), max(cfg.epochs - 1, 0))
+    arch_epochs = max(1, cfg.epochs - warmup)
+    t0 = time.perf_counter()
+    net.train()
+    with progress(sink, f"search ({cfg.strategy})", cfg.epochs) as tick:
+        if start_epoch:
+            tick(start_epoch)
+        for epoch in range(start_epoch, cfg.epochs):
+            arch_phase = epoch >= warmup
+            frac = (epoch - warmup) / max(1, arch_epochs - 1) if arch_phase else 0.0
+            strategy.anneal(frac)
+            ent_w = cfg.entropy_weight * frac
+            tot_loss = tot_acc = n_seen = 0.0
+            val_acc = val_n = 0.0
+            excess: dict[str, float] = {}
+            for _ in range(steps):
+                # ---- weight step on train ----
+                with torch.no_grad():
+                    gates = {k: v.detach() for k, v in strategy.gates().items()}
+                d = _data_index(space, gates)
+                idx = torch.randint(0, len(train[d].y), (cfg.batch_size,), generator=gen)
+                x, y = train[d].x[idx], train[d].y[idx]
+                logits = net(x, d, gates, strategy.hard)
+                loss = F.cross_entropy(logits, y)
+                w_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+                w_opt.step()
+                sched.step()
+                tot_loss += float(loss.detach()) * len(y)
+                tot_acc += float((logits.argmax(1) == y).sum())
+                n_seen += len(y)
+                if not arch_phase:
+                    continue
+                # ---- architecture/data step on val ----
+                gates = strategy.gates()
+                d = _data_index(space, gates)
+                vidx = torch.randint(0, len(val[d].y), (cfg.batch_size,), generator=gen)
+                vx, vy = val[d].x[vidx], val[d].y[vidx]
+                vlogits = net(vx, d, gates, strategy.hard)
+                a_loss = F.cross_entropy(vlogits, vy)
+                probs = strategy.probs(sharpen=True)
+                for c in constraints:
+                    term, ex = c.term(probs, cfg.margin)
+                    a_loss = a_loss + term
+                    excess[c.name] = ex
+                a_loss = a_loss + ent_w * strategy.entropy()
+                a_opt.zero_grad(set_to_none=True)
+                w_opt.zero_grad(set_to_none=True)
+                a_loss.backward()
+                a_opt.step()
+                for c in constraints:
+                    c.update(excess[c.name], cfg.dual_lr / steps)
+                val_acc += float((vlogits.argmax(1) == vy).sum())
+                val_n += len(vy)
+            probs = {k: v.detach() for k, v in strategy.probs().items()}
+            derived = space.derive(probs)
+            rec: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "phase": "arch" if arch_phase else "warmup",
+                "train_loss": tot_loss / max(n_seen, 1),
+                "train_acc": tot_acc / max(n_seen, 1),
+                "val_acc": val_acc / val_n if val_n else None,
+                "tau": strategy.tau,
+                "entropy": float(strategy.entropy()),
+                "derived": derived.hash(),
+                "data": derived.data.key(),
+            }
+            for c in constraints:
+                rec[f"expected_{c.name}"] = float(c.model.expected_cost(probs))
+                rec[f"derived_{c.name}"] = c.model.cost(derived)
+                rec[f"lambda_{c.name}"] = c.multiplier
+            history.append(rec)
+            sink("search.epoch", **rec)
+            tick(1, loss=f"{rec['train_loss']:.3f}", acc=f"{rec['train_acc']:.2f}")
+            if epoch_hook:
+                epoch_hook(rec)
+            if checkpoint is not None:
+                _atomic_save({
+                    "net": net.state_dict(), "strategy": strategy.state_dict(), "w_opt": w_opt.state_dict(),
+                    "a_opt": a_opt.state_dict(), "sched": sched.state_dict(),
+                    "multipliers": {c.name: c.multiplier for c in constraints}, "history": history,
+                    "epoch": epoch + 1, "seconds": elapsed + time.perf_counter() - t0,
+                    "torch_rng": torch.get_rng_state(), "py_rng": random.getstate(),
+                }, checkpoint)
+    probs = {k: v.detach() for k, v in strategy.probs().items()}
+    return SearchResult(
+        spec=space.derive(probs),
+        probs={k: [round(float(x), 6) for x in v] for k, v in probs.items()},
+        history=history,
+        multipliers={c.name: c.multiplier for c in constraints},
+        seconds=elapsed + time.perf_counter() - t0,
+    )

@@ -1,0 +1,135 @@
+"""Final training of a derived spec from scratch, and evaluation."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgenas.events import EventSink, null_sink, progress
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-3
+    label_smoothing: float = 0.05
+    time_shift: float = 0.1  # max fraction of frames a training example is shifted by
+    spec_mask: int = 2  # max coefficients/frames zeroed (SpecAugment-style), 0 = off
+    train_on: str = "train+val"  # or "train"
+
+
+def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """Random time shift (zero fill) and small time/frequency masks on MFCC batches."""
+    n, _, t, f = x.shape
+    out = x.clone()
+    if cfg.time_shift > 0:
+        max_shift = max(1, int(t * cfg.time_shift))
+        shifts = torch.randint(-max_shift, max_shift + 1, (n,), generator=gen)
+        for i, s in enumerate(shifts.tolist()):
+            if s > 0:
+                out[i, :, s:] = x[i, :, :-s]
+                out[i, :, :s] = 0
+            elif s < 0:
+                out[i, :, :s] = x[i, :, -s:]
+                out[i, :, s:] = 0
+    if cfg.spec_mask > 0:
+        for i in range(n):
+            ft = int(torch.randint(0, cfg.spec_mask + 1, (1,), generator=gen))
+            f0 = int(torch.randint(0, max(1, f - ft), (1,), generator=gen))
+            out[i, :, :, f0:f0 + ft] = 0
+            tt = int(torch.randint(0, cfg.spec_mask * 2 + 1, (1,), generator=gen))
+            t0 = int(torch.randint(0, max(1, t - tt), (1,), generator=gen))
+            out[i, :, t0:t0 + tt, :] = 0
+    return out
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)]) if len(x) else torch.zeros(0)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    if len(y) == 0:
+        return float("nan")
+    return float((predict(model, x).argmax(1) == y).float().mean())
+
+
+def train_model(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: TrainConfig,
+    seed: int = 0,
+    checkpoint: Path | None = None,
+    sink: EventSink | None = None,
+    eval_set: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` in place; resumable from ``checkpoint`` (saved atomically every epoch).
+
+    ``eval_set`` (never the test split) is only reported per epoch, never used to select.
+    """
+    sink = sink or null_sink
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = max(1, (len(y) + cfg.batch_size - 1) // cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.15)
+    start, history, elapsed = 0, [], 0.0
+    if checkpoint is not None and checkpoint.exists():
+        st = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        sched.load_state_dict(st["sched"])
+        gen.set_state(st["gen"])
+        torch.set_rng_state(st["torch_rng"])
+        start, history, elapsed = st["epoch"], st["history"], st["seconds"]
+        sink("train.resumed", epoch=start)
+    t0 = time.perf_counter()
+    with progress(sink, "final training", cfg.epochs) as tick:
+        if start:
+            tick(start)
+        for epoch in range(start, cfg.epochs):
+            model.train()
+            perm = torch.randperm(len(y), generator=gen)
+            tot = correct = 0.0
+            for b in range(steps):
+                idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+                if len(idx) < 2:
+                    continue
+                xb = augment(x[idx], cfg, gen)
+                logits = model(xb)
+                loss = F.cross_entropy(logits, y[idx], label_smoothing=cfg.label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                tot += float(loss) * len(idx)
+                correct += float((logits.argmax(1) == y[idx]).sum())
+            rec: dict[str, Any] = {"epoch": epoch + 1, "loss": tot / len(y), "train_acc": correct / len(y)}
+            if eval_set is not None:
+                rec["eval_acc"] = accuracy(model, *eval_set)
+            history.append(rec)
+            sink("train.epoch", **rec)
+            tick(1, loss=f"{rec['loss']:.3f}", acc=f"{rec['train_acc']:.2f}")
+            if checkpoint is not None:
+                tmp = checkpoint.with_suffix(".tmp")
+                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                            "gen": gen.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch + 1,
+                            "history": history, "seconds": elapsed + time.perf_counter() - t0}, tmp)
+                os.replace(tmp, checkpoint)
+    model.eval()
+    return {"history": history, "seconds": elapsed + time.perf_counter() - t0}

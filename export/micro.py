@@ -1,0 +1,203 @@
+"""Micro-models: one layer (a :class:`LayerDesc`) as a standalone ONNX model, for latency tables.
+
+Built directly with ``onnx.helper`` (milliseconds, no torch export). Weights are random but
+seeded from the layer key, so the same layer always gives the same bytes (and the same artifact
+hash in the store).
+
+* ``onnx-fp32``: float input → [Pad] → Conv/Gemm/GlobalAveragePool(+Flatten) → [Relu] → output.
+* ``onnx-int8``: the QDQ pattern ``quantize_static`` writes for the same layer — float input →
+  QuantizeLinear → DequantizeLinear → op (weights int8 with per-channel DequantizeLinear on
+  axis 0, bias int32 with DequantizeLinear of scale in_scale·w_scale) → QuantizeLinear →
+  DequantizeLinear → float output. ONNX Runtime fuses the middle into its integer kernels
+  (QLinearConv, QGemm, QLinearGlobalAveragePool), as in a whole quantized model. As in the
+  quantizer's output, a ReLU is not a node: the output QuantizeLinear's zero point −128 clamps it.
+  The graph's input and output are float on purpose: with int8 graph inputs/outputs ONNX Runtime
+  1.32 leaves DQ → Conv → Q unfused (float Conv), which would time the wrong kernel. The
+  boundary Q/DQ (and, for conv, the NCHW↔NHWC transposes ORT adds around QLinearConv) are
+  per-layer costs a whole model pays once; :func:`empty_model` measures the Q → DQ part.
+
+Padding: the dynamo exporter folds ``nn.ZeroPad2d`` into the Conv's ``pads`` attribute (its
+``FuseConvPad`` rule), and ONNX Runtime fuses a constant zero Pad into Conv too, so by default the
+padding goes into ``pads`` — the graph a real exported model has. ``explicit_pad=True`` writes a
+separate ``Pad`` node instead (only when the layer pads).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgenas.spec import LayerDesc, stable_hash
+
+FORMATS = ("onnx-fp32", "onnx-int8")
+OPSET = 18
+IR_VERSION = 9
+ACT_SCALE = 0.05
+
+
+def _check_fmt(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown micro-model format {fmt!r} (known: {', '.join(FORMATS)})")
+
+
+def _seed(desc: LayerDesc, fmt: str) -> int:
+    return int(stable_hash([desc.key(), fmt], n=8), 16)
+
+
+def _conv_out(desc: LayerDesc) -> tuple[int, int]:
+    _, h, w = desc.in_shape
+    top, bottom, left, right = desc.pad
+    kh, kw = desc.kernel
+    sh, sw = desc.stride
+    return (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1
+
+
+def _validate(desc: LayerDesc) -> None:
+    if desc.kind == "conv2d":
+        c_in, c_out = desc.in_shape[0], desc.out_shape[0]
+        if desc.groups < 1 or c_in % desc.groups or c_out % desc.groups:
+            raise ValueError(f"layer {desc.name}: groups {desc.groups} must divide {c_in} and {c_out}")
+        ho, wo = _conv_out(desc)
+        if (ho, wo) != tuple(desc.out_shape[1:]):
+            raise ValueError(
+                f"layer {desc.name}: in {desc.in_shape}, kernel {desc.kernel}, stride {desc.stride}, pad {desc.pad}"
+                f" gives {c_out}x{ho}x{wo}, not out_shape {desc.out_shape}"
+            )
+    elif desc.kind == "global_avgpool":
+        if desc.out_shape[0] != desc.in_shape[0]:
+            raise ValueError(f"layer {desc.name}: global_avgpool keeps channels, got {desc.in_shape} → {desc.out_shape}")
+    elif desc.kind != "linear":
+        raise ValueError(f"layer {desc.name}: unknown layer kind {desc.kind!r}")
+    if desc.activation not in (None, "relu"):
+        raise ValueError(f"layer {desc.name}: unsupported activation {desc.activation!r}")
+
+
+def _model(nodes: list[Any], inputs: list[Any], outputs: list[Any], inits: list[Any], name: str) -> Any:
+    from onnx import helper
+
+    graph = helper.make_graph(nodes, name, inputs, outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edgenas.micro")
+    model.ir_version = IR_VERSION
+    return model
+
+
+def micro_model(desc: LayerDesc, fmt: str = "onnx-fp32", *, explicit_pad: bool = False) -> Any:
+    """One layer as an ONNX model whose graph input is the layer's input (batch 1)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    _check_fmt(fmt)
+    _validate(desc)
+    int8 = fmt == "onnx-int8"
+    rng = np.random.default_rng(_seed(desc, fmt))
+    c_in, h, w = desc.in_shape
+    c_out = desc.out_shape[0]
+    nodes: list[Any] = []
+    inits: list[Any] = []
+
+    def init(name: str, arr: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(arr, name))
+        return name
+
+    if desc.kind in ("conv2d", "global_avgpool"):
+        in_dims = [1, c_in, h, w]
+    else:
+        in_dims = [1, c_in]
+    if desc.kind == "conv2d":
+        out_dims = [1, c_out, desc.out_shape[1], desc.out_shape[2]]
+    else:
+        out_dims = [1, c_out]
+    x_in = helper.make_tensor_value_info("x", TensorProto.FLOAT, in_dims)
+    y_out = helper.make_tensor_value_info("y", TensorProto.FLOAT, out_dims)
+
+    x_scale = x_zp = y_scale = y_zp = ""
+    if int8:
+        x_scale = init("x_scale", np.array(ACT_SCALE, np.float32))
+        x_zp = init("x_zero_point", np.array(0, np.int8))
+        y_scale = init("y_scale", np.array(ACT_SCALE, np.float32))
+        y_zp = init("y_zero_point", np.array(-128 if desc.activation == "relu" else 0, np.int8))
+
+    x = "x"
+    if int8:
+        nodes.append(helper.make_node("QuantizeLinear", [x, x_scale, x_zp], ["x_q"]))
+        x = "x_q"
+    top, bottom, left, right = desc.pad
+    pad_in_conv = [top, left, bottom, right]
+    if desc.kind == "conv2d" and explicit_pad and any(desc.pad):
+        pads = init("pads", np.array([0, 0, top, left, 0, 0, bottom, right], np.int64))
+        value = x_zp if int8 else init("pad_value", np.array(0.0, np.float32))
+        nodes.append(helper.make_node("Pad", [x, pads, value], ["x_padded"], mode="constant"))
+        x = "x_padded"
+        pad_in_conv = [0, 0, 0, 0]
+    if int8:
+        nodes.append(helper.make_node("DequantizeLinear", [x, x_scale, x_zp], ["x_dq"]))
+        x = "x_dq"
+
+    if desc.kind == "global_avgpool":
+        nodes.append(helper.make_node("GlobalAveragePool", [x], ["pooled"]))
+        if int8:
+            nodes.append(helper.make_node("QuantizeLinear", ["pooled", y_scale, y_zp], ["pooled_q"]))
+            nodes.append(helper.make_node("DequantizeLinear", ["pooled_q", y_scale, y_zp], ["pooled_dq"]))
+            nodes.append(helper.make_node("Flatten", ["pooled_dq"], ["y"], axis=1))
+        else:
+            nodes.append(helper.make_node("Flatten", ["pooled"], ["y"], axis=1))
+        return _model(nodes, [x_in], [y_out], inits, f"micro_{desc.kind}")
+
+    # conv2d / linear: weights [c_out, c_in/groups, kh, kw] or [c_out, c_in]
+    if desc.kind == "conv2d":
+        w_shape = (c_out, c_in // desc.groups, desc.kernel[0], desc.kernel[1])
+    else:
+        w_shape = (c_out, c_in)
+    fan_in = int(np.prod(w_shape[1:]))
+    if int8:
+        w_scale = (rng.uniform(0.5, 1.5, c_out) / (127.0 * np.sqrt(fan_in))).astype(np.float32)
+        init("w_q", rng.integers(-127, 128, w_shape).astype(np.int8))
+        init("w_scale", w_scale)
+        init("w_zero_point", np.zeros(c_out, np.int8))
+        nodes.append(helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero_point"], ["w"], axis=0))
+        inputs = [x, "w"]
+        if desc.bias:
+            init("b_q", rng.integers(-1000, 1000, c_out).astype(np.int32))
+            init("b_scale", (ACT_SCALE * w_scale).astype(np.float32))
+            init("b_zero_point", np.zeros(c_out, np.int32))
+            nodes.append(helper.make_node("DequantizeLinear", ["b_q", "b_scale", "b_zero_point"], ["b"], axis=0))
+            inputs.append("b")
+    else:
+        init("w", (rng.standard_normal(w_shape) / np.sqrt(fan_in)).astype(np.float32))
+        inputs = [x, "w"]
+        if desc.bias:
+            init("b", (0.01 * rng.standard_normal(c_out)).astype(np.float32))
+            inputs.append("b")
+
+    out = "y_float" if (int8 or desc.activation == "relu") else "y"
+    if desc.kind == "conv2d":
+        nodes.append(helper.make_node(
+            "Conv", inputs, [out], kernel_shape=list(desc.kernel), strides=list(desc.stride),
+            pads=pad_in_conv, group=desc.groups, dilations=[1, 1],
+        ))
+    else:
+        nodes.append(helper.make_node("Gemm", inputs, [out], transB=1))
+    if int8:
+        nodes.append(helper.make_node("QuantizeLinear", [out, y_scale, y_zp], ["y_q"]))
+        nodes.append(helper.make_node("DequantizeLinear", ["y_q", y_scale, y_zp], ["y"]))
+    elif desc.activation == "relu":
+        nodes.append(helper.make_node("Relu", [out], ["y"]))
+    return _model(nodes, [x_in], [y_out], inits, f"micro_{desc.kind}")
+
+
+def empty_model(shape: Sequence[int], fmt: str = "onnx-fp32") -> Any:
+    """The runtime's per-call overhead: fp32 copies its input (``Identity``); int8 is the
+    boundary every int8 micro-model has, QuantizeLinear → DequantizeLinear."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    _check_fmt(fmt)
+    dims = [int(d) for d in shape]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)
+    if fmt == "onnx-fp32":
+        return _model([helper.make_node("Identity", ["x"], ["y"])], [x], [y], [], "empty")
+    inits = [numpy_helper.from_array(np.array(ACT_SCALE, np.float32), "s"),
+             numpy_helper.from_array(np.array(0, np.int8), "z")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["x_q"]),
+             helper.make_node("DequantizeLinear", ["x_q", "s", "z"], ["y"])]
+    return _model(nodes, [x], [y], inits, "empty")

@@ -1,0 +1,40 @@
+"""Fixtures for the edgenas.datasets tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from datasets_helpers import KEYWORDS, SHARED_DATA, build_speech_commands, write_tone
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never touch ~/.cache in tests."""
+    monkeypatch.setenv("EDGENAS_CACHE", str(tmp_path / "edgenas-cache"))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared sample data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def make_wav() -> Callable[..., Path]:
+    return write_tone
+
+
+@pytest.fixture
+def sc_layout(tmp_path: Path) -> Path:
+    speakers = [f"{i:08x}" for i in range(6)]
+    return build_speech_commands(
+        tmp_path / "sc",
+        KEYWORDS + ["bed", "cat", "dog"],
+        speakers,
+        val_speakers=(speakers[4],),
+        test_speakers=(speakers[5],),
+    )

@@ -1,0 +1,61 @@
+"""Helpers for export tests: a small DS-CNN and a learnable toy keyword-spotting problem."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class ToyDSCNN(nn.Module):
+    """Conv stem (explicit ZeroPad2d, stride 2) + BN + ReLU, depthwise 3x3 / pointwise 1x1 blocks, GAP, linear."""
+
+    def __init__(self, channels: int = 16, blocks: int = 2, classes: int = 4) -> None:
+        super().__init__()
+        c = channels
+        self.stem = nn.Sequential(nn.ZeroPad2d((1, 1, 4, 5)), nn.Conv2d(1, c, (10, 4), stride=2, bias=False),
+                                  nn.BatchNorm2d(c), nn.ReLU())
+        body: list[nn.Module] = []
+        for _ in range(blocks):
+            body += [nn.ZeroPad2d(1), nn.Conv2d(c, c, 3, groups=c, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
+                     nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU()]
+        self.body = nn.Sequential(*body)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.body(self.stem(x))), 1))
+
+
+def toy_data(n: int, seed: int = 0, classes: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """[n, 1, 49, 10] noise with a bump in one of ``classes`` time/frequency regions: the label."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    x = rng.standard_normal((n, 1, 49, 10)).astype(np.float32) * 0.5
+    t = np.arange(49)[:, None]
+    f = np.arange(10)[None, :]
+    for i in range(n):
+        tc = 12 + 24 * (y[i] % 2) + rng.integers(-4, 5)
+        fc = 2 + 5 * (y[i] // 2 % 2) + rng.integers(-1, 2)
+        x[i, 0] += 2.5 * np.exp(-((t - tc) ** 2) / 18.0 - ((f - fc) ** 2) / 3.0)
+    return x, y
+
+
+def train_toy(seed: int = 0, steps: int = 200) -> tuple[ToyDSCNN, np.ndarray, np.ndarray]:
+    """A ToyDSCNN trained on toy_data; returns (model in eval mode, test x, test y)."""
+    torch.manual_seed(seed)
+    model = ToyDSCNN()
+    x, y = toy_data(1024, seed)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (64,), generator=g)
+        loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    x_test, y_test = toy_data(512, seed + 1)
+    return model, x_test, y_test

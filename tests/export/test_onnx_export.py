@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+import edgenas
+from edgenas.errors import ExportError
+from edgenas.export.onnx_export import (
+    QUANT_INT8,
+    check_parity,
+    evaluate_onnx,
+    export_onnx_fp32,
+    model_metadata,
+    quantize_int8,
+    read_metadata,
+    run_onnx,
+)
+from edgenas.spec import ArchSpec, DataConfig
+from export_toys import ToyDSCNN, train_toy
+
+SPEC = ArchSpec("kws", "toy", 1, 4, DataConfig(), {"width": "16"})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    d = tmp_path_factory.mktemp("export")
+    model, x, y = train_toy()
+    fp32 = export_onnx_fp32(model, (1, 1, 49, 10), d / "model.fp32.onnx", model_metadata(SPEC))
+    int8 = quantize_int8(fp32, d / "model.int8.onnx", x[:200], model_metadata(SPEC))
+    return {"model": model, "x": x, "y": y, "fp32": fp32, "int8": int8, "dir": d}
+
+
+def test_fp32_parity_and_metadata(trained: dict) -> None:
+    path: Path = trained["fp32"]
+    assert path.is_file() and not [p for p in path.parent.iterdir() if p.suffix == ".tmp"]
+    diff = check_parity(trained["model"], path, trained["x"][:300])
+    assert diff <= 1e-4
+    md = read_metadata(path)
+    assert md["edgenas_version"] == edgenas.__version__ and md["quant_scheme"] == "fp32"
+    assert md["arch_hash"] == SPEC.hash() and json.loads(md["data_config"]) == SPEC.data.to_dict()
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    assert model.opset_import[0].version == 18
+    assert all(len(n.metadata_props) == 0 for n in model.graph.node)  # exporter debug info stripped
+    # dynamic batch: any batch size runs, in batches or not
+    x = trained["x"][:37]
+    assert run_onnx(path, x).shape == (37, 4)
+    np.testing.assert_allclose(run_onnx(path, x, batch=5), run_onnx(path, x), atol=1e-5)
+
+
+def test_int8_model(trained: dict) -> None:
+    path: Path = trained["int8"]
+    model = onnx.load(str(path))
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    int8_inits = [i for i in model.graph.initializer if numpy_helper.to_array(i).dtype == np.int8 and i.dims]
+    assert len(int8_inits) >= 6  # stem, 2×(dw, pw) conv weights and fc weight
+    # per-channel weight scales
+    w_scales = [i for i in model.graph.initializer if i.name.endswith("weight_scale")]
+    assert w_scales and all(len(i.dims) == 1 and i.dims[0] > 1 for i in w_scales)
+    md = read_metadata(path)
+    assert md["quant_scheme"] == QUANT_INT8 and md["arch_hash"] == SPEC.hash()
+    acc32 = evaluate_onnx(trained["fp32"], trained["x"], trained["y"])
+    acc8 = evaluate_onnx(path, trained["x"], trained["y"])
+    print(f"toy accuracy fp32 {acc32:.3f} int8 {acc8:.3f}")
+    assert acc32 >= 0.85
+    assert acc8 >= acc32 - 0.03
+    # int8 is smaller on disk than fp32 once weights dominate; here just check it is a real int8 graph
+    logits8, logits32 = run_onnx(path, trained["x"][:64]), run_onnx(trained["fp32"], trained["x"][:64])
+    assert np.max(np.abs(logits8 - logits32)) < 0.5 * np.max(np.abs(logits32))
+
+
+def test_parity_failure_is_export_error(trained: dict, tmp_path: Path) -> None:
+    other = ToyDSCNN()
+    other.eval()
+    with pytest.raises(ExportError, match="parity check .* failed"):
+        check_parity(other, trained["fp32"], trained["x"][:8])
+    assert not other.training
+
+
+def test_errors(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="not found"):
+        quantize_int8(tmp_path / "missing.onnx", tmp_path / "q.onnx", np.zeros((4, 1, 49, 10), np.float32))
+    with pytest.raises(ExportError, match="not found"):
+        run_onnx(tmp_path / "missing.onnx", np.zeros((1, 1, 49, 10), np.float32))
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(ExportError, match="bad.onnx"):
+        run_onnx(bad, np.zeros((1, 1, 49, 10), np.float32))
+
+
+def test_export_keeps_training_mode(tmp_path: Path) -> None:
+    model = ToyDSCNN(channels=8, blocks=1)
+    model.train()
+    path = export_onnx_fp32(model, (1, 1, 49, 10), tmp_path / "m.onnx")
+    assert model.training
+    model.eval()
+    assert check_parity(model, path, np.random.default_rng(0).standard_normal((3, 1, 49, 10)).astype(np.float32)) < 1e-4
+    assert torch.is_grad_enabled()
