@@ -95,7 +95,7 @@ def _search_parser(sub: Any) -> None:
     p.add_argument("--max-flash-kb", type=float, help="flash budget, KiB (int8 model file)")
     p.add_argument("--epochs", type=int, help="final training epochs")
     p.add_argument("--search-epochs", type=int, help="search epochs")
-    p.add_argument("--strategy", help="search strategy: gumbel (default) or darts")
+    p.add_argument("--strategy", help="search strategy: gumbel (default, relaxed Gumbel-softmax), gumbel-hard (single path) or darts")
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--name", help="run name (default: a timestamp)")
     p.add_argument("--runs-dir", default="runs", help="where run directories live (default ./runs)")
@@ -181,22 +181,30 @@ def _print_summary(m: dict[str, Any]) -> None:
 
 
 def cmd_devices(a: argparse.Namespace) -> int:
-    from edgenas.devices.registry import DEVICES, get_device
+    from edgenas.devices.profiles import list_profiles
+    from edgenas.devices.registry import check_device
 
-    rows = []
-    for name in DEVICES.names():
-        dev = get_device(name)
-        try:
-            dev.check()
-            status = f"ok ({dev.runtime_version()})"
-        except EdgenasError as e:
-            status = f"unavailable: {e}"
-        rows.append({"name": name, "format": dev.artifact_format, "threads": dev.threads, "status": status})
+    if a.action == "check":
+        if not a.name:
+            raise EdgenasError("usage: edgenas devices check NAME (a profile name or a .toml file)")
+        row = check_device(a.name)
+        if a.json:
+            print(json.dumps(row, default=str))
+        elif row["ok"]:
+            print(f"{row['name']}: ok — {row['runtime_version']}, {row['threads']} thread(s), {row['artifact_format']}")
+            for k, v in (row["info"] or {}).items():
+                print(f"  {k}: {v}")
+        if not row["ok"]:
+            raise EdgenasError(f"device {row['name']} is not usable: {row['error']}")
+        return 0
+    rows = [p.to_dict() for p in list_profiles()]
     if a.json:
-        print(json.dumps(rows))
+        print(json.dumps(rows, default=str))
     else:
         for r in rows:
-            print(f"{r['name']:<20} {r['format']:<8} threads={r['threads']:<3} {r['status']}")
+            where = r["ssh"]["host"] if r.get("ssh") else "local"
+            print(f"{r['name']:<18} {r['adapter']:<16} {r['runtime']:<12} threads={r['threads']:<3} {where:<14} "
+                  f"{'built-in' if r['builtin'] else r['source']}")
     return 0
 
 
@@ -211,8 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _search_parser(sub)
-    d = sub.add_parser("devices", help="list devices")
-    d.add_argument("--json", action="store_true")
+    d = sub.add_parser("devices", help="list device profiles or check one",
+                       description="`edgenas devices [list]` lists the device profiles (built-in and user TOML files); "
+                                   "`edgenas devices check NAME` connects to the device and reports its runtime.")
+    d.add_argument("action", nargs="?", default="list", choices=["list", "check"])
+    d.add_argument("name", nargs="?", help="device profile name or .toml path (for check)")
+    d.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 

@@ -50,7 +50,7 @@ class Constraint:
     def term(self, probs: Mapping[str, torch.Tensor], margin: float) -> tuple[torch.Tensor, float]:
         """Hinge penalty ``λ · max(0, E[cost]/limit − 1 + margin)`` and the normalised excess."""
         excess = self.model.expected_cost(probs) / self.limit - 1.0 + margin
-        return self.multiplier * torch.relu(excess), float(excess)
+        return self.multiplier * torch.relu(excess), float(excess.detach())
 
     def update(self, excess: float, lr: float) -> None:
         """Dual ascent: the multiplier rises while the expected cost exceeds the budget, falls

@@ -92,8 +92,12 @@ class Pipeline:
         if self._device is None:
             from edgenas.devices.registry import get_device
 
-            self._device = get_device(self.cfg.device, threads=self.cfg.measure.threads)
-            self._device.check()
+            dev = get_device(self.cfg.device, threads=self.cfg.measure.threads)
+            if dev.artifact_format != "onnx":
+                raise ConfigError(f"device {self.cfg.device} runs {dev.artifact_format} models, but the search "
+                                  "pipeline measures ONNX models so far; use an ONNX Runtime device profile")
+            dev.check()
+            self._device = dev
         return self._device
 
     @property

@@ -50,7 +50,11 @@ class RunDir:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise EdgenasError(f"run {path} is in use by another edgenas process") from None
-        self.state: dict[str, Any] = self.read_json("state.json") or {"stages": {}, "created": time.time()}
+        try:
+            self.state: dict[str, Any] = self.read_json("state.json") or {"stages": {}, "created": time.time()}
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         fcntl.flock(self._lock, fcntl.LOCK_UN)

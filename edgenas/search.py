@@ -101,7 +101,7 @@ def run_search(
         steps = min(steps, cfg.max_steps_per_epoch)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=max(1, cfg.epochs * steps))
     history: list[dict[str, Any]] = []
-    start_epoch, elapsed = 0, 0.0
+    start_epoch, elapsed, gen_state = 0, 0.0, None
     if checkpoint is not None and checkpoint.exists():
         st = torch.load(checkpoint, weights_only=False)
         net.load_state_dict(st["net"])
@@ -112,10 +112,13 @@ def run_search(
         for c in constraints:
             c.multiplier = st["multipliers"].get(c.name, c.multiplier)
         history, start_epoch, elapsed = st["history"], st["epoch"], st["seconds"]
+        gen_state = st.get("gen")
         torch.set_rng_state(st["torch_rng"])
         random.setstate(st["py_rng"])
         sink("search.resumed", epoch=start_epoch)
-    gen = torch.Generator().manual_seed(seed * 1000 + start_epoch)
+    gen = torch.Generator().manual_seed(seed)
+    if start_epoch and gen_state is not None:
+        gen.set_state(gen_state)
     warmup = min(int(round(cfg.warmup_frac * cfg.epochs)), max(cfg.epochs - 1, 0))
     arch_epochs = max(1, cfg.epochs - warmup)
     t0 = time.perf_counter()
@@ -180,7 +183,7 @@ def run_search(
                 "train_acc": tot_acc / max(n_seen, 1),
                 "val_acc": val_acc / val_n if val_n else None,
                 "tau": strategy.tau,
-                "entropy": float(strategy.entropy()),
+                "entropy": float(strategy.entropy().detach()),
                 "derived": derived.hash(),
                 "data": derived.data.key(),
             }
@@ -199,7 +202,7 @@ def run_search(
                     "a_opt": a_opt.state_dict(), "sched": sched.state_dict(),
                     "multipliers": {c.name: c.multiplier for c in constraints}, "history": history,
                     "epoch": epoch + 1, "seconds": elapsed + time.perf_counter() - t0,
-                    "torch_rng": torch.get_rng_state(), "py_rng": random.getstate(),
+                    "torch_rng": torch.get_rng_state(), "py_rng": random.getstate(), "gen": gen.get_state(),
                 }, checkpoint)
     probs = {k: v.detach() for k, v in strategy.probs().items()}
     return SearchResult(

@@ -33,6 +33,10 @@ class DataConfig:
     clip_ms: float = 1000.0
 
     def __post_init__(self) -> None:
+        # normalise types so equal configs serialise (and hash) identically: 40 and 40.0 alike
+        for name, tp in (("sample_rate", int), ("n_mfcc", int), ("n_mels", int), ("win_ms", float),
+                         ("hop_ms", float), ("clip_ms", float)):
+            object.__setattr__(self, name, tp(getattr(self, name)))
         if self.sample_rate <= 0 or self.n_mfcc <= 0 or self.n_mels <= 0:
             raise ConfigError(f"invalid data config {self}")
         if self.n_mfcc > self.n_mels:

@@ -117,7 +117,7 @@ def train_model(
                 loss.backward()
                 opt.step()
                 sched.step()
-                tot += float(loss) * len(idx)
+                tot += float(loss.detach()) * len(idx)
                 correct += float((logits.argmax(1) == y[idx]).sum())
             rec: dict[str, Any] = {"epoch": epoch + 1, "loss": tot / len(y), "train_acc": correct / len(y)}
             if eval_set is not None:

@@ -1,0 +1,88 @@
+"""Cost models: flash and RAM per layer by hand, sum/max aggregation, latency tables, expectations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edgenas import cost
+from edgenas.spec import LayerDesc
+
+from edgenas_toys import random_specs, tiny_space
+
+CONV = LayerDesc("c", "conv2d", (2, 4, 4), (3, 4, 4), (3, 3), (1, 1), (1, 1, 1, 1))
+PW = LayerDesc("pw", "conv2d", (2, 4, 4), (3, 4, 4))
+FC = LayerDesc("fc", "linear", (3, 1, 1), (2, 1, 1))
+POOL = LayerDesc("pool", "global_avgpool", (3, 4, 4), (3, 1, 1), bias=False)
+
+
+def test_flash_by_hand() -> None:
+    # int8 weights + int32 biases + one float32 scale per output channel
+    assert cost.flash_bytes(CONV) == 3 * 2 * 9 + 3 * 4 + 3 * 4 == 78
+    assert cost.flash_bytes(PW) == 6 + 12 + 12
+    assert cost.flash_bytes(FC) == 6 + 8 + 8
+    assert cost.flash_bytes(POOL) == 0
+    nobias = LayerDesc("c", "conv2d", (2, 4, 4), (3, 4, 4), (3, 3), bias=False)
+    assert cost.flash_bytes(nobias) == 54 + 12
+
+
+def test_ram_by_hand() -> None:
+    # padded conv: the padded input (2×6×6 = 72) lives with the input (32) and then with the output (48)
+    assert cost.ram_bytes(CONV) == max(32 + 72, 72 + 48) == 120
+    assert cost.ram_bytes(PW) == 32 + 48
+    assert cost.ram_bytes(FC) == 3 + 2
+    assert cost.ram_bytes(POOL) == 48 + 3
+    asym = LayerDesc("a", "conv2d", (1, 49, 10), (8, 25, 5), (3, 3), (2, 2), (1, 1, 0, 1))
+    assert cost.ram_bytes(asym) == max(490 + 51 * 11, 51 * 11 + 8 * 25 * 5) == 1561
+
+
+class ToyTable:
+    """A latency table as the cost model sees it (the LatencyLookup protocol)."""
+
+    overhead_ms = 0.5
+
+    def layer_ms(self, desc: LayerDesc) -> float:
+        return 0.01 + 1e-6 * desc.macs
+
+
+def test_layer_cost_sum_max_and_constant() -> None:
+    space = tiny_space()
+    spec = random_specs(space, 1, seed=3)[0]
+    layers = space.layers(spec)
+    assert cost.macs(space).cost(spec) == sum(d.macs for d in layers)
+    assert cost.params(space).cost(spec) == sum(d.params for d in layers)
+    assert cost.flash(space).cost(spec) == sum(cost.flash_bytes(d) for d in layers)
+    assert cost.peak_ram(space).cost(spec) == max(cost.ram_bytes(d) for d in layers)
+    lat = cost.latency_lut(space, ToyTable())
+    assert lat.cost(spec) == pytest.approx(0.5 + sum(0.01 + 1e-6 * d.macs for d in layers))
+    assert (lat.name, lat.unit) == ("latency", "ms")
+    per = cost.peak_ram(space).per_layer(spec)
+    assert [n for n, _ in per] == [d.name for d in layers]
+    assert max(v for _, v in per) == cost.peak_ram(space).cost(spec)
+
+
+def test_ram_of_a_spec_by_hand() -> None:
+    space = tiny_space()
+    sel = {"data.sample_rate": "8000", "data.n_mfcc": "10", "data.window": "40/20", "stem.kernel": "3x3",
+           "stem.stride": "2x2", "stem.width": "8", "block0.op": "skip", "block0.width": "16",
+           "block1.op": "skip", "block1.width": "8"}
+    spec = space.spec(sel)
+    # stem 1×49×10 → padded 1×51×11 → 8×25×5 is the largest layer
+    assert cost.peak_ram(space).cost(spec) == 1561
+    assert cost.flash(space).cost(spec) == (8 * 9 + 8 * 4 + 8 * 4) + (8 * 3 + 3 * 4 + 3 * 4)
+
+
+def test_latency_expected_cost_counts_overhead_once() -> None:
+    space = tiny_space()
+    lat = cost.latency_lut(space, ToyTable())
+    for spec in random_specs(space, 5, seed=4):
+        assert float(lat.expected_cost(space.one_hot(spec))) == pytest.approx(lat.cost(spec), rel=1e-5)
+
+
+def test_expected_cost_between_cheapest_and_dearest() -> None:
+    space = tiny_space()
+    uniform = {p.name: torch.full((len(p.options),), 1 / len(p.options)) for p in space.choice_points()}
+    for m in (cost.macs(space), cost.flash(space), cost.latency_lut(space, ToyTable())):
+        vals = [m.cost(s) for s in random_specs(space, 100, seed=5)]
+        e = float(m.expected_cost(uniform))
+        assert min(vals) < e < max(vals)

@@ -1,0 +1,136 @@
+"""metrics.json and report.md, rebuilt from a copy of the session's finished end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from edgenas import config as C
+from edgenas import cost
+from edgenas.pipeline import Pipeline
+from edgenas.report import build_metrics, render_report
+from edgenas.runs import RunDir
+from edgenas.spec import ArchSpec
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path: Path, shared_env) -> Path:
+    dst = tmp_path / "runs" / "kws" / finished_run.name
+    shutil.copytree(finished_run.path, dst, ignore=shutil.ignore_patterns(".lock"))
+    return dst
+
+
+def _open(path: Path, **changes):
+    cfg = C.from_dict(json.loads((path / "config.json").read_text()))
+    cfg = replace(cfg, **changes)
+    run = RunDir(path, resume=True)
+    spec = ArchSpec.from_json((path / "arch.json").read_text())
+    return run, Pipeline(cfg, run), spec
+
+
+def test_metrics_rebuild_from_the_run_state(run_copy: Path) -> None:
+    saved = json.loads((run_copy / "metrics.json").read_text())
+    run, p, spec = _open(run_copy)
+    with run:
+        m = json.loads(json.dumps(build_metrics(p, spec)))
+    for key in ("arch_hash", "accuracy", "latency_ms", "budgets", "macs", "params", "flash_bytes", "ram_bytes",
+                "data_config", "choices", "dataset", "all_budgets_hold"):
+        assert m[key] == saved[key], key
+    assert m["run_dir"] == str(run_copy)
+    state = json.loads((run_copy / "state.json").read_text())
+    assert m["stage_seconds"] == {k: v["seconds"] for k, v in state["stages"].items()}
+    assert m["total_seconds"] == pytest.approx(sum(m["stage_seconds"].values()), abs=0.01)
+    meas = state["stages"]["measure"]["result"]
+    assert m["latency_ms"]["int8_median"] == meas["int8"]["latency"]["median_ms"]
+    assert m["budgets"]["ram"]["measured"] == meas["int8"]["peak_activation_bytes"]
+
+
+def test_report_is_reproducible(run_copy: Path) -> None:
+    saved = json.loads((run_copy / "metrics.json").read_text())
+    run, p, spec = _open(run_copy)
+    with run:
+        p.latency_table()  # the table the run used, read back from the measurement store
+        text = render_report(p, spec, saved)
+    original = (run_copy / "report.md").read_text().rstrip("\n").splitlines()
+    again = text.rstrip("\n").splitlines()
+
+    # state.json and metrics.json are saved with sorted keys, so the split dicts on the dataset line
+    # and the rows of the stage-time table may come back in another order; everything else is identical
+    def norm(line: str) -> str:
+        return "".join(sorted(line)) if line.startswith("- dataset:") else line
+
+    assert sorted(map(norm, again)) == sorted(map(norm, original))
+    cut = original.index("## Stage times")
+    assert [norm(x) for x in again[:cut]] == [norm(x) for x in original[:cut]]
+
+
+def test_report_sections_and_per_layer_table(run_copy: Path) -> None:
+    saved = json.loads((run_copy / "metrics.json").read_text())
+    run, p, spec = _open(run_copy)
+    with run:
+        text = render_report(p, spec, saved)
+        layers = p.space.layers(spec)
+        selection = p.space.selection(spec)
+    for section in ("## Summary", "## Budgets (as measured)", "## Architecture", "## Per-layer cost", "## Search",
+                    "## Stage times"):
+        assert section in text
+    assert "SYNTHETIC" not in text
+    assert f"arch hash `{spec.hash()}`" in text
+    assert f"input {spec.data.n_frames}×{spec.data.n_mfcc}" in text and f"(FFT {spec.data.n_fft})" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and line.split(" | ")[0][2:] in
+            {d.name for d in layers}]
+    assert [r.split(" | ")[0][2:] for r in rows] == [d.name for d in layers]
+    for row, d in zip(rows, layers):
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[7] == f"{d.macs:,}" and cells[8] == f"{d.params:,}"
+        assert cells[10] == f"{cost.ram_bytes(d):,.0f}"
+        assert cells[11] == "–"  # no latency table loaded
+    for k, v in selection.items():
+        assert f"| {k} | {v} |" in text
+    search = json.loads((run_copy / "search.json").read_text())
+    assert sum(1 for line in text.splitlines() if line.startswith("| 1 | warmup") or line.startswith("| 2 | ")) \
+        == len(search["history"])
+
+
+def test_violated_budget_is_reported(run_copy: Path) -> None:
+    run, p, spec = _open(run_copy, max_ram_kb=0.001, max_latency_ms=1e-6)
+    with run:
+        m = build_metrics(p, spec)
+        text = render_report(p, spec, m)
+    assert m["budgets"]["ram"]["holds"] is False and m["budgets"]["latency"]["holds"] is False
+    assert m["all_budgets_hold"] is False
+    assert text.count("**VIOLATED**") == 2
+
+
+def test_no_budgets(run_copy: Path) -> None:
+    run, p, spec = _open(run_copy, max_ram_kb=0.0, max_latency_ms=0.0)
+    with run:
+        m = build_metrics(p, spec)
+        text = render_report(p, spec, m)
+    assert m["budgets"] == {} and m["all_budgets_hold"] is True
+    assert "No budgets were given." in text
+
+
+def test_synthetic_data_is_flagged(run_copy: Path) -> None:
+    saved = json.loads((run_copy / "metrics.json").read_text())
+    saved["dataset"]["synthetic"] = True
+    run, p, spec = _open(run_copy)
+    with run:
+        text = render_report(p, spec, saved)
+    assert "SYNTHETIC DEMO DATA" in text.split("## Summary")[0]
+
+
+def test_latency_table_column_when_loaded(run_copy: Path) -> None:
+    run, p, spec = _open(run_copy)
+    saved = json.loads((run_copy / "metrics.json").read_text())
+    with run:
+        table = p.latency_table()
+        text = render_report(p, spec, saved)
+    assert table.measured == 0  # every layer came from the shared store, nothing re-measured
+    for d in p.space.layers(spec):
+        assert f"| {table.layer_ms(d):.4f} |" in text
+    assert f"Latency table: {len(table.entries)} layer micro-models" in text

@@ -1,0 +1,323 @@
+"""The ``edgenas`` command line, end to end on a tiny FSDD of synthetic tones, and its user errors.
+
+Real parts only: real wav files, real feature extraction, real search and training, real ONNX
+export and int8 quantization, real ONNX Runtime measurements, a real SQLite store. The one
+end-to-end search is shared with test_report.py (``finished_run`` in tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgenas.spec import ArchSpec
+
+ARTIFACTS = ("config.json", "arch.json", "model.pt", "model.onnx", "model.int8.onnx", "metrics.json", "report.md")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread(one_thread_per_module: None) -> None:
+    """One torch thread while this module runs (see tests/conftest.py)."""
+
+
+@pytest.fixture(autouse=True)
+def _env(shared_env: dict[str, Path]) -> dict[str, Path]:
+    """Feature cache and measurement store in the session's tmp dir, shared with the e2e run."""
+    return shared_env
+
+
+def _one_error_line(res) -> str:
+    lines = res.err_lines()
+    assert len(lines) == 1, res.err
+    assert "Traceback" not in res.err
+    assert lines[0].startswith("edgenas: error: ") or lines[0].startswith("edgenas: interrupted")
+    return lines[0]
+
+
+def _events(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "events.jsonl").read_text().splitlines()]
+
+
+# ---- the end-to-end run ----------------------------------------------------------------------
+
+def test_e2e_run_dir_has_every_artifact(finished_run) -> None:
+    for name in ARTIFACTS:
+        assert (finished_run.path / name).is_file(), name
+        assert (finished_run.path / name).stat().st_size > 0, name
+    assert (finished_run.path / "checkpoints" / "search.pt").is_file()
+    assert (finished_run.path / "checkpoints" / "final.pt").is_file()
+    assert not [p for p in finished_run.path.rglob("*") if p.name.endswith(".tmp")]
+    state = json.loads((finished_run.path / "state.json").read_text())
+    assert set(state["stages"]) == {"config", "data", "budgets", "search", "derive", "train", "export",
+                                    "measure", "report"}
+
+
+def test_e2e_json_on_stdout(finished_run) -> None:
+    m = finished_run.result.json()  # stdout is exactly one JSON object
+    assert m == json.loads((finished_run.path / "metrics.json").read_text())
+    assert Path(m["run_dir"]) == finished_run.path
+    assert set(m["budgets"]) == {"latency", "ram"}
+    for name, b in m["budgets"].items():
+        assert isinstance(b["holds"], bool)
+        assert b["holds"] == (b["measured"] <= b["limit"])
+        assert b["artifact"] == "onnx-int8"
+    assert m["budgets"]["ram"]["limit"] == 64 * 1024 and m["budgets"]["latency"]["limit"] == 5.0
+    assert m["budgets"]["latency"]["estimated"] > 0  # predicted by the measured latency table
+    assert m["all_budgets_hold"] == all(b["holds"] for b in m["budgets"].values())
+    assert m["latency_ms"]["int8_median"] > 0 and m["latency_ms"]["fp32_median"] > 0
+    assert m["budgets"]["latency"]["measured"] == m["latency_ms"]["int8_median"]
+    for k in ("test_fp32_torch", "test_fp32_onnx", "test_int8_onnx", "argmax_agreement_int8"):
+        assert 0.0 <= m["accuracy"][k] <= 1.0, k
+    assert m["dataset"]["splits"] == {"train": 24, "val": 24, "test": 24}  # s0 train, s1 val, s2 test
+    assert m["dataset"]["synthetic"] is False
+    assert m["data_config"]["sample_rate"] == 8000 and m["data_config"]["n_mfcc"] == 10
+    assert m["macs"] > 0 and m["params"] > 0 and m["flash_bytes"]["int8_file"] > 0
+    assert "run directory:" in finished_run.result.err  # progress goes to stderr, never stdout
+
+
+def test_e2e_artifacts_agree(finished_run) -> None:
+    import onnxruntime as ort
+
+    from edgenas.export.onnx_export import read_metadata
+
+    path = finished_run.path
+    spec = ArchSpec.from_json((path / "arch.json").read_text())
+    m = json.loads((path / "metrics.json").read_text())
+    assert spec.hash() == m["arch_hash"] and spec.choices == m["choices"]
+    cfg = json.loads((path / "config.json").read_text())
+    assert cfg["space"]["widths"] == [8, 16] and cfg["space"]["n_blocks"] == 2
+    assert cfg["search"]["epochs"] == 2 and cfg["train"]["epochs"] == 3 and cfg["test_speakers"] == ["s2"]
+    assert cfg["measure"]["runs"] == 20 and cfg["max_ram_kb"] == 64.0
+    for name in ("model.onnx", "model.int8.onnx"):
+        md = read_metadata(path / name)
+        assert md["arch_hash"] == spec.hash()
+        sess = ort.InferenceSession(str(path / name), providers=["CPUExecutionProvider"])
+        x = np.zeros((1, 1, *spec.data.feature_shape), np.float32)
+        (out,) = sess.run(None, {sess.get_inputs()[0].name: x})
+        assert out.shape == (1, 10)
+    assert read_metadata(path / "model.int8.onnx")["quant_scheme"] != read_metadata(path / "model.onnx")["quant_scheme"]
+    report = (path / "report.md").read_text()
+    assert "## Budgets (as measured)" in report and "--max-ram-kb" in report and "--max-latency-ms" in report
+    assert m["arch_hash"] in report
+
+
+def test_resume_of_a_finished_run_is_a_noop(finished_run, cli) -> None:
+    state_before = (finished_run.path / "state.json").read_text()
+    onnx_mtime = (finished_run.path / "model.int8.onnx").stat().st_mtime_ns
+    res = cli(["search", "--runs-dir", str(finished_run.runs_dir), "--name", finished_run.name, "--resume",
+               "--json"])
+    assert res.code == 0, res.err
+    assert res.json() == finished_run.result.json()
+    assert (finished_run.path / "state.json").read_text() == state_before
+    assert (finished_run.path / "model.int8.onnx").stat().st_mtime_ns == onnx_mtime
+    assert "already done, skipped" in res.err
+
+
+def test_same_name_without_resume_is_refused(finished_run, cli) -> None:
+    state_before = (finished_run.path / "state.json").read_text()
+    res = cli(finished_run.argv)
+    assert res.code != 0
+    line = _one_error_line(res)
+    assert "exists; pass --resume" in line and str(finished_run.path) in line
+    assert res.out == ""
+    assert (finished_run.path / "state.json").read_text() == state_before
+
+
+def test_resume_with_other_options_is_refused(finished_run, cli) -> None:
+    res = cli(["search", "--runs-dir", str(finished_run.runs_dir), "--name", finished_run.name, "--resume",
+               "--epochs", "5"])
+    assert res.code == 2
+    assert "drop the other options" in _one_error_line(res)
+
+
+def test_interrupted_run_resumes(tone_fsdd: Path, tmp_path: Path, cli, tiny_sets, monkeypatch) -> None:
+    from edgenas import pipeline
+
+    runs = tmp_path / "runs"
+    argv = ["search", "--data", str(tone_fsdd), "--test-speakers", "s2", "--search-epochs", "1", "--epochs", "1",
+            "--max-ram-kb", "64", "--runs-dir", str(runs), "--name", "intr", "--quiet", *tiny_sets]
+
+    def interrupted(self, spec):  # Ctrl-C while exporting (fault injection)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(pipeline.Pipeline, "_stage_export", interrupted)
+        res = cli(argv)
+    assert res.code == 130
+    line = _one_error_line(res)
+    assert "--resume" in line
+    run = runs / "kws" / "intr"
+    state = json.loads((run / "state.json").read_text())
+    assert set(state["stages"]) == {"config", "data", "budgets", "search", "derive", "train"}
+    assert not (run / "model.onnx").exists() and not (run / "metrics.json").exists()
+
+    res = cli(["search", "--runs-dir", str(runs), "--name", "intr", "--resume", "--json"])
+    assert res.code == 0, res.err
+    m = res.json()
+    assert m["budgets"]["ram"]["holds"] in (True, False) and m["latency_ms"]["int8_median"] > 0
+    for name in ARTIFACTS:
+        assert (run / name).is_file(), name
+    ev = _events(run)
+    starts = [e["stage"] for e in ev if e["event"] == "stage.start"]
+    assert starts.count("train") == 1 and starts.count("search") == 1 and starts.count("export") == 2
+    skipped = [e["stage"] for e in ev if e["event"] == "stage.skip"]
+    assert skipped == ["config", "data", "budgets", "search", "derive", "train"]
+
+
+# ---- user errors: one line, non-zero exit, no traceback -----------------------------------------
+
+def _cheapest_latency(run_dir: Path, store: Path) -> float:
+    from edgenas import config as C
+    from edgenas import cost
+    from edgenas.devices.latency_table import load_latency_table
+    from edgenas.devices.registry import get_device
+    from edgenas.spaces.kws_dscnn import KWSDSCNNSpace
+    from edgenas.store import Store
+
+    cfg = C.from_dict(json.loads((run_dir / "config.json").read_text()))
+    space = KWSDSCNNSpace(10, cfg.space, max_sample_rate=8000)
+    with Store(store) as st:
+        table = load_latency_table(get_device("onnxruntime-cpu"), st, cfg.measure.latency_format)
+    lat = cost.latency_lut(space, table)
+    return min(lat.cost(s) for s in space.cheapest_candidates())
+
+
+def test_infeasible_latency_budget(tone_fsdd: Path, tmp_path: Path, cli, tiny_sets, shared_env) -> None:
+    runs = tmp_path / "runs"
+    res = cli(["search", "--data", str(tone_fsdd), "--test-speakers", "s2", "--max-latency-ms", "0.00001",
+               "--runs-dir", str(runs), "--name", "inf", "--quiet", *tiny_sets])
+    assert res.code == 3
+    line = _one_error_line(res)
+    assert "infeasible budget: --max-latency-ms 1e-05" in line
+    found = re.search(r"the cheapest spec reaches ([0-9.e+-]+) ms", line)
+    assert found, line
+    cheapest = _cheapest_latency(runs / "kws" / "inf", shared_env["EDGENAS_STORE"])
+    assert found.group(1) == f"{cheapest:.4g}"
+    assert float(found.group(1)) > 1e-5
+    assert res.out == ""
+
+
+def test_infeasible_budget_in_a_real_process(tone_fsdd: Path, tmp_path: Path, tiny_sets) -> None:
+    argv = [sys.executable, "-m", "edgenas.cli", "search", "--data", str(tone_fsdd), "--test-speakers", "s2",
+            "--max-latency-ms", "0.00001", "--runs-dir", str(tmp_path / "runs"), "--name", "inf", "--quiet",
+            *tiny_sets]
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=dict(os.environ),
+                       cwd=tmp_path)
+    assert p.returncode == 3, p.stderr[-2000:]
+    lines = [x for x in p.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1, p.stderr
+    assert lines[0].startswith("edgenas: error: infeasible budget: --max-latency-ms 1e-05")
+    assert "the cheapest spec reaches" in lines[0] and "Traceback" not in p.stderr
+    assert p.stdout == ""
+
+
+def test_corrupt_wav_names_the_file(make_fsdd, tmp_path: Path, cli, tiny_sets) -> None:
+    root = make_fsdd(tmp_path / "bad", digits=(0, 1), clips=2)
+    bad = root / "recordings" / "1_s0_1.wav"  # a training clip
+    bad.write_bytes(b"RIFF\x00\x00garbage, not audio" * 10)
+    res = cli(["search", "--data", str(root), "--test-speakers", "s2", "--runs-dir", str(tmp_path / "runs"),
+               "--name", "bad", "--quiet", *tiny_sets])
+    assert res.code == 2
+    line = _one_error_line(res)
+    assert str(bad) in line and "cannot decode audio file" in line
+
+
+def test_missing_dataset_path(tmp_path: Path, cli) -> None:
+    res = cli(["search", "--data", str(tmp_path / "nowhere"), "--runs-dir", str(tmp_path / "runs"), "--quiet"])
+    assert res.code == 2
+    line = _one_error_line(res)
+    assert "does not exist" in line and str(tmp_path / "nowhere") in line
+    assert not (tmp_path / "runs").exists()  # nothing created for a run that cannot start
+
+
+def test_unknown_set_key_suggests(tmp_path: Path, cli) -> None:
+    res = cli(["search", "--runs-dir", str(tmp_path), "--set", "space.widht=8,16", "--quiet"])
+    assert res.code == 2
+    line = _one_error_line(res)
+    assert "unknown config key 'space.widht'" in line and "did you mean widths" in line
+
+
+def test_bad_set_value(tmp_path: Path, cli) -> None:
+    res = cli(["search", "--runs-dir", str(tmp_path), "--set", "search.epochs=many", "--quiet"])
+    assert res.code == 2
+    assert "invalid value 'many' for search.epochs" in _one_error_line(res)
+
+
+def test_resume_without_name(tmp_path: Path, cli) -> None:
+    res = cli(["search", "--runs-dir", str(tmp_path), "--resume"])
+    assert res.code == 2
+    assert "--resume needs --name" in _one_error_line(res)
+
+
+def test_resume_of_an_unknown_run(tmp_path: Path, cli) -> None:
+    res = cli(["search", "--runs-dir", str(tmp_path), "--resume", "--name", "ghost"])
+    assert res.code == 2
+    assert "cannot resume: no run at" in _one_error_line(res)
+
+
+def test_unknown_strategy(tmp_path: Path, cli) -> None:
+    res = cli(["search", "--runs-dir", str(tmp_path), "--strategy", "dartz", "--quiet"])
+    assert res.code == 2
+    line = _one_error_line(res)
+    assert "unknown strategy 'dartz'" in line and "did you mean darts" in line
+
+
+def test_non_positive_budget(tmp_path: Path, cli) -> None:
+    res = cli(["search", "--runs-dir", str(tmp_path), "--max-ram-kb", "0", "--quiet"])
+    assert res.code == 2
+    assert "--max-ram-kb must be positive" in _one_error_line(res)
+
+
+# ---- help and devices --------------------------------------------------------------------------
+
+def test_help(capsys) -> None:
+    from edgenas.cli import main
+
+    with pytest.raises(SystemExit) as ei:
+        main(["--help"])
+    assert ei.value.code == 0
+    out = capsys.readouterr().out
+    assert "search" in out and "devices" in out and "examples" in out
+
+
+def test_search_help_has_examples(capsys) -> None:
+    from edgenas.cli import main
+
+    with pytest.raises(SystemExit) as ei:
+        main(["search", "--help"])
+    assert ei.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "edgenas search --name sc12 --resume" in out
+    for flag in ("--max-latency-ms", "--max-ram-kb", "--max-flash-kb", "--set", "--resume", "--test-speakers"):
+        assert flag in out
+
+
+def test_no_command_prints_help(cli) -> None:
+    res = cli([])
+    assert res.code == 2 and "usage: edgenas" in res.out
+
+
+def test_devices_lists_onnxruntime_cpu(cli) -> None:
+    import onnxruntime as ort
+
+    res = cli(["devices"])
+    assert res.code == 0
+    line = next(x for x in res.out.splitlines() if x.startswith("onnxruntime-cpu"))
+    assert f"ok ({ort.__version__})" in line and "threads=1" in line
+    rows = cli(["devices", "--json"]).json()
+    row = next(r for r in rows if r["name"] == "onnxruntime-cpu")
+    assert row["format"] == "onnx" and row["status"].startswith("ok")
+
+
+def test_console_script_is_installed() -> None:
+    exe = shutil.which("edgenas") or str(Path(sys.executable).parent / "edgenas")
+    p = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.strip().startswith("edgenas ")
