@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import statistics
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -58,3 +59,79 @@ class Device(Protocol):
     def check(self) -> None:
         """Return if usable; raise ``DeviceError`` with a one-line reason otherwise."""
         ...
+
+
+def spread(samples: list[float]) -> float:
+    """p90 / median of a sample list (same percentile rule as Measurement.from_samples)."""
+    s = sorted(samples)
+    median = statistics.median(s)
+    p90 = s[min(len(s) - 1, int(round(0.9 * (len(s) - 1))))]
+    return p90 / median if median > 0 else 1.0
+
+
+def stable_samples(take: Callable[[], list[float]], max_repeats: int = 2, spread_limit: float = 1.2) -> list[float]:
+    """The measurement protocol every adapter shares: ``take()`` times one set of runs; while its
+    p90 is more than ``spread_limit`` × its median, take another set (at most ``max_repeats``)
+    and keep the tightest."""
+    best = take()
+    for _ in range(max_repeats):
+        if spread(best) <= spread_limit:
+            break
+        again = take()
+        if spread(again) < spread(best):
+            best = again
+    return best
+
+
+def timed_best(call: Callable[[], Any], runs: int, max_repeats: int = 2, spread_limit: float = 1.2) -> list[float]:
+    """Wall-clock milliseconds of ``runs`` calls of ``call``, under :func:`stable_samples`."""
+
+    def once() -> list[float]:
+        samples: list[float] = []
+        for _ in range(runs):
+            t0 = time.perf_counter_ns()
+            call()
+            samples.append((time.perf_counter_ns() - t0) / 1e6)
+        return samples
+
+    return stable_samples(once, max_repeats, spread_limit)
+
+
+class LocalDevice:
+    """What the adapters that measure on this machine share: settings, identity and ``info()``."""
+
+    artifact_format = ""
+    runtime = ""
+    adapter = ""
+
+    def __init__(self, name: str, threads: int = 1, max_repeats: int = 2, spread_limit: float = 1.2) -> None:
+        from edgenas.errors import DeviceError
+
+        if threads < 1:
+            raise DeviceError(f"threads must be >= 1, got {threads}")
+        self.name = name
+        self.threads = int(threads)
+        self.max_repeats = max_repeats
+        self.spread_limit = spread_limit
+        self._identity: dict[str, Any] | None = None
+
+    def runtime_version(self) -> str:
+        raise NotImplementedError
+
+    def identity(self) -> dict[str, Any]:
+        if self._identity is None:
+            from edgenas.devices.onnxruntime_cpu import cpu_identity
+
+            self._identity = cpu_identity()
+        return dict(self._identity)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "adapter": self.adapter,
+            "runtime": self.runtime,
+            "runtime_version": self.runtime_version(),
+            "threads": self.threads,
+            "artifact_format": self.artifact_format,
+            "identity": self.identity(),
+        }

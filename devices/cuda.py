@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from edgenas.devices.base import Measurement
-from edgenas.devices.litert_cpu import timed_best
-from edgenas.devices.onnxruntime_cpu import _spread, cpu_identity, random_inputs
+from edgenas.devices.base import stable_samples, timed_best
+from edgenas.devices.onnxruntime_cpu import cpu_identity, random_inputs
 from edgenas.errors import DeviceError
 
 INPUT_META = "edgenas_input.json"  # extra file in TorchScript archives written by save_torchscript
@@ -183,13 +183,8 @@ class CudaDevice:
                     for _ in range(max(1, warmup)):
                         module(x)
                     torch.cuda.synchronize()
-                    best = self._cuda_events(module, x, runs)
-                    for _ in range(self.max_repeats):
-                        if _spread(best) <= self.spread_limit:
-                            break
-                        again = self._cuda_events(module, x, runs)
-                        if _spread(again) < _spread(best):
-                            best = again
+                    best = stable_samples(lambda: self._cuda_events(module, x, runs), self.max_repeats,
+                                          self.spread_limit)
                 except DeviceError:
                     raise
                 except Exception as e:

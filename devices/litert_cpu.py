@@ -19,7 +19,8 @@ from typing import Any, Callable
 import numpy as np
 
 from edgenas.devices.base import Measurement
-from edgenas.devices.onnxruntime_cpu import _spread, cpu_identity
+from edgenas.devices.base import LocalDevice, timed_best
+from edgenas.devices.onnxruntime_cpu import cpu_identity
 from edgenas.errors import DeviceError
 
 
@@ -57,47 +58,21 @@ def random_tensor(shape: list[int] | tuple[int, ...], dtype: Any, rng: np.random
     return rng.integers(0, 8, shape).astype(dt)
 
 
-def timed_best(call: Callable[[], Any], runs: int, max_repeats: int, spread_limit: float) -> list[float]:
-    """Time ``call`` ``runs`` times; repeat while p90/median > ``spread_limit``; keep the tightest set."""
-
-    def once() -> list[float]:
-        samples: list[float] = []
-        for _ in range(runs):
-            t0 = time.perf_counter_ns()
-            call()
-            samples.append((time.perf_counter_ns() - t0) / 1e6)
-        return samples
-
-    best = once()
-    for _ in range(max_repeats):
-        if _spread(best) <= spread_limit:
-            break
-        again = once()
-        if _spread(again) < _spread(best):
-            best = again
-    return best
-
-
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
 
 
-class LiteRTCPU:
+class LiteRTCPU(LocalDevice):
     """Measures ``.tflite`` models with the LiteRT interpreter on the local CPU (XNNPACK)."""
 
     artifact_format = "tflite"
     runtime = "litert"
+    adapter = "litert-cpu"
 
     def __init__(self, name: str = "litert-cpu", threads: int = 1, max_repeats: int = 2,
                  spread_limit: float = 1.2) -> None:
-        if threads < 1:
-            raise DeviceError(f"threads must be >= 1, got {threads}")
-        self.name = name
-        self.threads = int(threads)
-        self.max_repeats = max_repeats
-        self.spread_limit = spread_limit
-        self._identity: dict[str, Any] | None = None
+        super().__init__(name, threads, max_repeats, spread_limit)
 
     # -- Device protocol -------------------------------------------------------------------
 
@@ -107,22 +82,8 @@ class LiteRTCPU:
     def runtime_version(self) -> str:
         return litert_version()
 
-    def identity(self) -> dict[str, Any]:
-        if self._identity is None:
-            self._identity = cpu_identity()
-        return dict(self._identity)
-
     def info(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "adapter": "litert-cpu",
-            "runtime": self.runtime,
-            "runtime_version": self.runtime_version(),
-            "threads": self.threads,
-            "artifact_format": self.artifact_format,
-            "delegate": "XNNPACK (default)",
-            "identity": self.identity(),
-        }
+        return {**super().info(), "delegate": "XNNPACK (default)"}
 
     def interpreter(self, artifact: str | Path, threads: int | None = None) -> Any:
         """An allocated interpreter for ``artifact`` (dynamic dims resized to 1)."""

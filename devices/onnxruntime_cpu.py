@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from edgenas.devices.base import Measurement
+from edgenas.devices.base import LocalDevice, Measurement, timed_best
 from edgenas.errors import DeviceError
 
 _ORT_DTYPES: dict[str, Any] = {
@@ -77,21 +77,16 @@ def random_inputs(session: Any, seed: int = 0) -> dict[str, np.ndarray]:
     return feeds
 
 
-class OnnxRuntimeCPU:
+class OnnxRuntimeCPU(LocalDevice):
     """Measures ONNX models with ``onnxruntime.InferenceSession`` on the CPUExecutionProvider."""
 
     artifact_format = "onnx"
     runtime = "onnxruntime"
+    adapter = "onnxruntime-cpu"
 
     def __init__(self, name: str = "onnxruntime-cpu", threads: int = 1, max_repeats: int = 2,
                  spread_limit: float = 1.2) -> None:
-        if threads < 1:
-            raise DeviceError(f"threads must be >= 1, got {threads}")
-        self.name = name
-        self.threads = int(threads)
-        self.max_repeats = max_repeats
-        self.spread_limit = spread_limit
-        self._identity: dict[str, Any] | None = None
+        super().__init__(name, threads, max_repeats, spread_limit)
 
     # -- Device protocol -------------------------------------------------------------------
 
@@ -102,22 +97,6 @@ class OnnxRuntimeCPU:
 
     def runtime_version(self) -> str:
         return str(_import_ort().__version__)
-
-    def info(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "adapter": "onnxruntime-cpu",
-            "runtime": self.runtime,
-            "runtime_version": self.runtime_version(),
-            "threads": self.threads,
-            "artifact_format": self.artifact_format,
-            "identity": self.identity(),
-        }
-
-    def identity(self) -> dict[str, Any]:
-        if self._identity is None:
-            self._identity = cpu_identity()
-        return dict(self._identity)
 
     def session(self, artifact: str | Path, threads: int | None = None) -> Any:
         """An InferenceSession configured as :meth:`measure` uses it (sequential, graph opts on)."""
@@ -147,13 +126,7 @@ class OnnxRuntimeCPU:
         try:
             for _ in range(max(0, warmup)):
                 sess.run(None, feeds)
-            best = self._timed(sess, feeds, runs)
-            for _ in range(self.max_repeats):
-                if _spread(best) <= self.spread_limit:
-                    break
-                again = self._timed(sess, feeds, runs)
-                if _spread(again) < _spread(best):
-                    best = again
+            best = timed_best(lambda: sess.run(None, feeds), runs, self.max_repeats, self.spread_limit)
         except DeviceError:
             raise
         except Exception as e:
@@ -164,23 +137,7 @@ class OnnxRuntimeCPU:
             runtime_version=self.runtime_version(), device=self.name, device_identity=self.identity(),
         )
 
-    @staticmethod
-    def _timed(sess: Any, feeds: dict[str, np.ndarray], runs: int) -> list[float]:
-        samples: list[float] = []
-        run = sess.run
-        for _ in range(runs):
-            t0 = time.perf_counter_ns()
-            run(None, feeds)
-            samples.append((time.perf_counter_ns() - t0) / 1e6)
-        return samples
-
     def __repr__(self) -> str:
         return f"OnnxRuntimeCPU(name={self.name!r}, threads={self.threads})"
 
 
-def _spread(samples: list[float]) -> float:
-    """p90 / median of a sample list (same percentile rule as Measurement.from_samples)."""
-    s = sorted(samples)
-    median = float(np.median(s))
-    p90 = s[min(len(s) - 1, int(round(0.9 * (len(s) - 1))))]
-    return p90 / median if median > 0 else 1.0

@@ -28,6 +28,8 @@ class MeasureConfig:
     threads: int = 1
     latency_format: str = "onnx-int8"  # the artifact the latency budget applies to (what ships)
     lut_runs: int = 30
+    chain_runs: int = 50  # runs per whole-network (chain) latency measurement
+    chain_samples: int = 40  # sampled specs the table correction is fitted on
 
 
 @dataclass(frozen=True)

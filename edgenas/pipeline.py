@@ -49,6 +49,7 @@ class Pipeline:
         self._device: Any = None
         self._store: Any = None
         self._lut: Any = None
+        self._latency: Any = None
 
     # ---- plumbing -------------------------------------------------------------------------
     def sink(self, event: str, **fields: Any) -> None:
@@ -125,11 +126,27 @@ class Pipeline:
                                             runs=self.cfg.measure.lut_runs, warmup=5)
         return self._lut
 
+    def latency_model(self) -> Any:
+        """Measured whole-network latency + the corrected per-layer table (fitted once per run)."""
+        if self._latency is None:
+            from edgenas.devices.latency_model import MeasuredLatency
+
+            m = self.cfg.measure
+            model = MeasuredLatency(self.space, self.device, self.store, self.latency_table(), m.latency_format,
+                                    runs=m.chain_runs, warmup=10, sink=self.sink)
+            if self.run.done("budgets") and self.run.result("budgets").get("latency_fit"):
+                fit = self.run.result("budgets")["latency_fit"]
+                model.a, model.b, model.fit_info = fit["a_ms"], fit["b"], fit
+            else:
+                model.fit(m.chain_samples, seed=self.cfg.seed)
+            self._latency = model
+        return self._latency
+
     def constraints(self) -> list[Constraint]:
         cfg, space = self.cfg, self.space
         out = []
         if cfg.max_latency_ms > 0:
-            out.append(Constraint("latency", cfg.max_latency_ms, cost.latency_lut(space, self.latency_table())))
+            out.append(Constraint("latency", cfg.max_latency_ms, self.latency_model()))
         if cfg.max_ram_kb > 0:
             out.append(Constraint("ram", cfg.max_ram_kb * 1024, cost.peak_ram(space)))
         if cfg.max_flash_kb > 0:
@@ -175,7 +192,8 @@ class Pipeline:
         cheapest = check_feasible(self.space, cons)
         return {"constraints": [{"name": c.name, "limit": c.limit} for c in cons],
                 "cheapest_feasible": cheapest.to_dict() if cheapest else None,
-                "latency_table": self._lut_info()}
+                "latency_table": self._lut_info(),
+                "latency_fit": self._latency.fit_info if self._latency is not None else None}
 
     def _lut_info(self) -> dict[str, Any] | None:
         if self._lut is None:
@@ -211,9 +229,9 @@ class Pipeline:
         space = self.space
         est = {"macs": cost.macs(space).cost(spec), "params": cost.params(space).cost(spec),
                "flash_bytes": cost.flash(space).cost(spec), "ram_bytes": cost.peak_ram(space).cost(spec)}
-        lut = self._lut if self._lut is not None else (self.latency_table() if self.cfg.max_latency_ms > 0 else None)
-        if lut is not None:
-            est["latency_ms"] = cost.latency_lut(space, lut).cost(spec)
+        if self.cfg.max_latency_ms > 0:
+            est["latency_ms"] = self.latency_model().cost(spec)
+            est["latency_table_ms"] = self.latency_model().table_ms(spec)
         return est
 
     def _stage_train(self, spec: ArchSpec) -> dict[str, Any]:
@@ -250,7 +268,7 @@ class Pipeline:
         te = self.features("test", spec.data)
         tr = self.features("train", spec.data)
         fp32 = export_onnx_fp32(model, (1, 1, *spec.data.feature_shape), self.run.file("model.onnx"),
-                                model_metadata(spec))
+                                model_metadata(spec), dynamic_batch=False)
         parity = check_parity(model, fp32, te.x[:256].numpy())
         rng = np.random.default_rng(self.cfg.seed)
         calib = tr.x.numpy()[rng.permutation(len(tr.y))[:300]]

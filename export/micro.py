@@ -201,3 +201,77 @@ def empty_model(shape: Sequence[int], fmt: str = "onnx-fp32") -> Any:
     nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["x_q"]),
              helper.make_node("DequantizeLinear", ["x_q", "s", "z"], ["y"])]
     return _model(nodes, [x], [y], inits, "empty")
+
+
+def chain_model(layers: Sequence[LayerDesc], fmt: str = "onnx-fp32", seed: int = 0) -> Any:
+    """A whole sequential network (conv2d… → global_avgpool → linear) as one ONNX model with
+    random weights, in the graph form the real export produces: fp32 Conv/Relu, or for int8 the
+    QDQ form of ``quantize_static`` (one Quantize/Dequantize pair per activation tensor). Its
+    latency is what a per-layer table must add up to, so tables are corrected against it."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    _check_fmt(fmt)
+    int8 = fmt == "onnx-int8"
+    rng = np.random.default_rng(seed)
+    nodes: list[Any] = []
+    inits: list[Any] = []
+    first = layers[0]
+    x_in = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, *first.in_shape])
+    cur, relu_zp = "x", False
+
+    def init(name: str, arr: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(arr, name))
+        return name
+
+    def qdq(t: str, relu: bool) -> str:
+        s = init(f"{t}_s", np.array(ACT_SCALE, np.float32))
+        z = init(f"{t}_z", np.array(-128 if relu else 0, np.int8))
+        nodes.append(helper.make_node("QuantizeLinear", [t, s, z], [f"{t}_q"]))
+        nodes.append(helper.make_node("DequantizeLinear", [f"{t}_q", s, z], [f"{t}_dq"]))
+        return f"{t}_dq"
+
+    if int8:
+        cur = qdq(cur, False)
+    for i, d in enumerate(layers):
+        _validate(d)
+        name = f"l{i}"
+        if d.kind == "global_avgpool":
+            nodes.append(helper.make_node("GlobalAveragePool", [cur], [f"{name}_p"]))
+            cur = qdq(f"{name}_p", relu_zp) if int8 else f"{name}_p"
+            nodes.append(helper.make_node("Flatten", [cur], [f"{name}_f"], axis=1))
+            cur = f"{name}_f"
+            continue
+        c_in, c_out = d.in_shape[0], d.out_shape[0]
+        w_shape = (c_out, c_in // d.groups, *d.kernel) if d.kind == "conv2d" else (c_out, c_in)
+        fan_in = int(np.prod(w_shape[1:]))
+        if int8:
+            w_scale = (rng.uniform(0.5, 1.5, c_out) / (127.0 * np.sqrt(fan_in))).astype(np.float32)
+            init(f"{name}_wq", rng.integers(-127, 128, w_shape).astype(np.int8))
+            init(f"{name}_ws", w_scale)
+            init(f"{name}_wz", np.zeros(c_out, np.int8))
+            nodes.append(helper.make_node("DequantizeLinear", [f"{name}_wq", f"{name}_ws", f"{name}_wz"],
+                                          [f"{name}_w"], axis=0))
+            init(f"{name}_bq", rng.integers(-1000, 1000, c_out).astype(np.int32))
+            init(f"{name}_bs", (ACT_SCALE * w_scale).astype(np.float32))
+            init(f"{name}_bz", np.zeros(c_out, np.int32))
+            nodes.append(helper.make_node("DequantizeLinear", [f"{name}_bq", f"{name}_bs", f"{name}_bz"],
+                                          [f"{name}_b"], axis=0))
+        else:
+            init(f"{name}_w", (rng.standard_normal(w_shape) / np.sqrt(fan_in)).astype(np.float32))
+            init(f"{name}_b", (0.01 * rng.standard_normal(c_out)).astype(np.float32))
+        ins = [cur, f"{name}_w", f"{name}_b"]
+        if d.kind == "conv2d":
+            top, bottom, left, right = d.pad
+            nodes.append(helper.make_node("Conv", ins, [f"{name}_y"], kernel_shape=list(d.kernel),
+                                          strides=list(d.stride), pads=[top, left, bottom, right], group=d.groups))
+        else:
+            nodes.append(helper.make_node("Gemm", ins, [f"{name}_y"], transB=1))
+        out, relu_zp = f"{name}_y", d.activation == "relu"
+        if relu_zp and not int8:
+            nodes.append(helper.make_node("Relu", [out], [f"{name}_r"]))
+            out = f"{name}_r"
+        cur = qdq(out, relu_zp) if int8 else out
+    last = layers[-1]
+    nodes.append(helper.make_node("Identity", [cur], ["y"]))
+    y_out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, last.out_shape[0]])
+    return _model(nodes, [x_in], [y_out], inits, "chain")

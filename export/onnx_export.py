@@ -126,11 +126,12 @@ def _first_line(e: BaseException) -> str:
 
 
 def export_onnx_fp32(model: Any, input_shape: tuple[int, ...], path: str | Path,
-                     metadata: dict[str, str] | None = None) -> Path:
+                     metadata: dict[str, str] | None = None, dynamic_batch: bool = True) -> Path:
     """Export ``model`` (eval mode) for inputs ``[batch, *input_shape[1:]]``; returns ``path``.
 
-    ``input_shape`` includes the batch dimension (e.g. ``(1, 1, 49, 10)``); the exported batch
-    dimension is dynamic.
+    ``input_shape`` includes the batch dimension (e.g. ``(1, 1, 49, 10)``). With
+    ``dynamic_batch`` the batch dimension is symbolic; without it the model has the static shape
+    ``input_shape`` — what a device runs (batch 1), and what TFLite-style runtimes need.
     """
     import onnx
     import torch
@@ -139,7 +140,8 @@ def export_onnx_fp32(model: Any, input_shape: tuple[int, ...], path: str | Path,
     md = {"edgenas_version": edgenas.__version__, **(metadata or {}), "quant_scheme": QUANT_FP32}
     was_training = model.training
     model.eval()
-    example = torch.randn(*((max(2, input_shape[0]),) + tuple(input_shape[1:])))
+    batch = max(2, input_shape[0]) if dynamic_batch else input_shape[0]
+    example = torch.randn(*((batch,) + tuple(input_shape[1:])))
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=str(path.parent)) as td:
         raw = Path(td) / "raw.onnx"
@@ -148,7 +150,7 @@ def export_onnx_fp32(model: Any, input_shape: tuple[int, ...], path: str | Path,
                 program = torch.onnx.export(
                     model, (example,), dynamo=True, opset_version=OPSET,
                     input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                    dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
+                    dynamic_shapes=({0: torch.export.Dim("batch")},) if dynamic_batch else None, verbose=False,
                 )
                 program.save(str(raw))
         except Exception as e:
@@ -228,6 +230,10 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration: np.
                     str(pre), str(out), _ArrayReader(_input_name(fp32_path), calib, batch=static_batch or 32),
                     quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
                     weight_type=QuantType.QInt8, per_channel=True,
+                    # 7-bit weights: on x86 without VNNI (AVX2) ORT's fused int8 convs saturate the
+                    # u8·s8 pair sums (vpmaddubsw) and per-channel DS-CNNs gave 0% argmax agreement
+                    # here; with reduce_range 98% (ORT issue #5849). The model stays int8 QDQ.
+                    reduce_range=True,
                     calibrate_method=CalibrationMethod.MinMax,
                     extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
                 )
