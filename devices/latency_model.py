@@ -53,6 +53,7 @@ class MeasuredLatency:
 
     def __post_init__(self) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="edgenas-chain-")
+        self._layer_ms = self.table.layer_ms  # one object: the space caches cost tables per function
 
     def table_ms(self, spec: ArchSpec) -> float:
         return self.table.model_ms(self.space.layers(spec))
@@ -73,7 +74,7 @@ class MeasuredLatency:
         return self._cache[key]
 
     def expected_cost(self, probs: Probs) -> torch.Tensor:
-        slots = self.space.expected_layer_costs(probs, self.table.layer_ms)
+        slots = self.space.expected_layer_costs(probs, self._layer_ms)
         return self.a + self.b * (slots.sum() + self.table.overhead_ms)
 
     def fit(self, n_samples: int = 40, seed: int = 0) -> dict[str, Any]:

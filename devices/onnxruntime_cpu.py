@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from edgenas.devices.base import LocalDevice, Measurement, timed_best
+from edgenas.devices.base import LocalDevice, Measurement, stable_samples, timed_best
 from edgenas.errors import DeviceError
 
 _ORT_DTYPES: dict[str, Any] = {
@@ -85,8 +85,9 @@ class OnnxRuntimeCPU(LocalDevice):
     adapter = "onnxruntime-cpu"
 
     def __init__(self, name: str = "onnxruntime-cpu", threads: int = 1, max_repeats: int = 2,
-                 spread_limit: float = 1.2) -> None:
+                 spread_limit: float = 1.2, sessions: int = 5) -> None:
         super().__init__(name, threads, max_repeats, spread_limit)
+        self.sessions = max(1, int(sessions))
 
     # -- Device protocol -------------------------------------------------------------------
 
@@ -121,12 +122,19 @@ class OnnxRuntimeCPU(LocalDevice):
         if runs < 1:
             raise DeviceError(f"runs must be >= 1, got {runs}")
         threads = int(threads or self.threads)
-        sess = self.session(artifact, threads)
-        feeds = random_inputs(sess)
+        # Samples are pooled over several sessions: on this shared VM one session of the same model
+        # stayed at 0.078 ms and the next at 0.14 ms (bimodal per session, steady within one), so a
+        # single session's median is a coin toss. Within each session the shared protocol applies.
+        per = max(1, -(-runs // self.sessions))
+        best: list[float] = []
         try:
-            for _ in range(max(0, warmup)):
-                sess.run(None, feeds)
-            best = timed_best(lambda: sess.run(None, feeds), runs, self.max_repeats, self.spread_limit)
+            for _ in range(self.sessions):
+                sess = self.session(artifact, threads)
+                feeds = random_inputs(sess)
+                for _ in range(max(0, warmup)):
+                    sess.run(None, feeds)
+                best += stable_samples(lambda: timed_best(lambda: sess.run(None, feeds), per, 0), self.max_repeats,
+                                       self.spread_limit, rounds=1)
         except DeviceError:
             raise
         except Exception as e:

@@ -236,6 +236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Training and device measurement share this process: OpenMP threads that spin after each
+    # torch op would steal the cores a latency measurement runs on. Must be set before torch loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         return {"search": cmd_search, "devices": cmd_devices}[a.command](a)
     except EdgenasError as e:

@@ -179,9 +179,15 @@ class Pipeline:
         if ds.synthetic:
             self.sink("data.synthetic", message="using the generated SYNTHETIC demo dataset (espeak-ng voices); "
                                                 "pass --data for real recordings")
-        for split in ("train", "val"):
+        for split in ("train", "val", "test"):
             if not ds.splits.get(split):
                 raise EdgenasError(f"dataset {ds.name} has an empty {split} split")
+        from edgenas.datasets.audio import audio_duration
+
+        for clips in ds.splits.values():  # header check of every file now, not hours later
+            for clip in clips:
+                if clip.path and audio_duration(clip.path) <= 0:
+                    raise EdgenasError(f"audio file {clip.path} is empty (0 samples)")
         for d in self.space.data_configs():  # compute and cache every data option's features now
             for split in ("train", "val"):
                 self.features(split, d)

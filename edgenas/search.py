@@ -31,15 +31,15 @@ from edgenas.strategies import STRATEGIES, Strategy
 @dataclass(frozen=True)
 class SearchConfig:
     strategy: str = "gumbel"
-    epochs: int = 12
+    epochs: int = 15
     warmup_frac: float = 0.3  # share of the epochs that train weights only (uniform sampling)
     batch_size: int = 64
     weight_lr: float = 3e-3
     weight_decay: float = 1e-4
-    arch_lr: float = 0.03
+    arch_lr: float = 0.05
     tau_start: float = 4.0
     tau_end: float = 0.3
-    entropy_weight: float = 0.3  # ramps from 0 to this over the arch epochs
+    entropy_weight: float = 1.5  # ramps from 0 to this over the arch epochs: commit before deriving
     dual_lr: float = 0.5
     margin: float = 0.05
     max_steps_per_epoch: int = 0  # 0 = one pass over the train split

@@ -235,11 +235,10 @@ def chain_model(layers: Sequence[LayerDesc], fmt: str = "onnx-fp32", seed: int =
     for i, d in enumerate(layers):
         _validate(d)
         name = f"l{i}"
-        if d.kind == "global_avgpool":
-            nodes.append(helper.make_node("GlobalAveragePool", [cur], [f"{name}_p"]))
+        if d.kind == "global_avgpool":  # as torch.onnx exports x.mean((2, 3)): ReduceMean, no keepdims
+            axes = init(f"{name}_axes", np.array([2, 3], np.int64))
+            nodes.append(helper.make_node("ReduceMean", [cur, axes], [f"{name}_p"], keepdims=0))
             cur = qdq(f"{name}_p", relu_zp) if int8 else f"{name}_p"
-            nodes.append(helper.make_node("Flatten", [cur], [f"{name}_f"], axis=1))
-            cur = f"{name}_f"
             continue
         c_in, c_out = d.in_shape[0], d.out_shape[0]
         w_shape = (c_out, c_in // d.groups, *d.kernel) if d.kind == "conv2d" else (c_out, c_in)
