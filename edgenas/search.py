@@ -31,7 +31,7 @@ from edgenas.strategies import STRATEGIES, Strategy
 @dataclass(frozen=True)
 class SearchConfig:
     strategy: str = "gumbel"
-    epochs: int = 15
+    epochs: int = 12
     warmup_frac: float = 0.3  # share of the epochs that train weights only (uniform sampling)
     batch_size: int = 64
     weight_lr: float = 3e-3
