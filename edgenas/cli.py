@@ -153,7 +153,8 @@ def cmd_search(a: argparse.Namespace) -> int:
         raise EdgenasError(f"dataset path {cfg.data} does not exist")
     printer = ProgressPrinter(a.quiet)
     with RunDir(path, resume=a.resume) as run:
-        printer._line(f"run directory: {run.path}") if not a.quiet else None
+        if not a.quiet:
+            printer._line(f"run directory: {run.path}")
         metrics = Pipeline(cfg, run, sink=printer).run_all()
     if a.json:
         print(json.dumps(metrics, default=str))

@@ -95,8 +95,6 @@ class KWSDSCNNSpace(SearchSpace):
             _pair(k)
         for op in cfg.block_ops:
             _op_kernel(op)
-        if any(w % 8 for w in cfg.widths):
-            pass  # allowed, but hardware-unfriendly widths are the user's choice
         self.cfg = cfg
         data_points = [
             ChoicePoint("data.sample_rate", tuple(str(r) for r in rates), "data", sampled=True),

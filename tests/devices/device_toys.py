@@ -5,29 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dscnn_toy import TinyDSCNN as _DSCNN
 from edgenas.spec import LayerDesc
 
 
-class TinyDSCNN(nn.Module):
-    """DS-CNN: padded strided conv stem, depthwise-separable blocks, global average pool, linear."""
-
-    def __init__(self, in_hw: tuple[int, int] = (49, 10), channels: int = 64, blocks: int = 4,
-                 classes: int = 12) -> None:
-        super().__init__()
-        c = channels
-        self.stem = nn.Sequential(nn.ZeroPad2d((1, 1, 4, 5)), nn.Conv2d(1, c, (10, 4), stride=2, bias=False),
-                                  nn.BatchNorm2d(c), nn.ReLU())
-        body: list[nn.Module] = []
-        for _ in range(blocks):
-            body += [nn.ZeroPad2d(1), nn.Conv2d(c, c, 3, groups=c, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
-                     nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU()]
-        self.body = nn.Sequential(*body)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(c, classes)
-        self.in_hw, self.channels, self.blocks, self.classes = in_hw, c, blocks, classes
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(self.body(self.stem(x))), 1))
+class TinyDSCNN(_DSCNN):
+    """The shared toy DS-CNN plus its LayerDesc list."""
 
     def layers(self) -> list[LayerDesc]:
         """The model as the cost models see it (BatchNorm folded into conv bias, ReLU fused)."""

@@ -6,25 +6,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from dscnn_toy import TinyDSCNN
 
-class ToyDSCNN(nn.Module):
-    """Conv stem (explicit ZeroPad2d, stride 2) + BN + ReLU, depthwise 3x3 / pointwise 1x1 blocks, GAP, linear."""
+
+class ToyDSCNN(TinyDSCNN):
+    """The shared toy DS-CNN at export-test size."""
 
     def __init__(self, channels: int = 16, blocks: int = 2, classes: int = 4) -> None:
-        super().__init__()
-        c = channels
-        self.stem = nn.Sequential(nn.ZeroPad2d((1, 1, 4, 5)), nn.Conv2d(1, c, (10, 4), stride=2, bias=False),
-                                  nn.BatchNorm2d(c), nn.ReLU())
-        body: list[nn.Module] = []
-        for _ in range(blocks):
-            body += [nn.ZeroPad2d(1), nn.Conv2d(c, c, 3, groups=c, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
-                     nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU()]
-        self.body = nn.Sequential(*body)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(c, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(self.body(self.stem(x))), 1))
+        super().__init__((49, 10), channels, blocks, classes)
 
 
 def toy_data(n: int, seed: int = 0, classes: int = 4) -> tuple[np.ndarray, np.ndarray]:
