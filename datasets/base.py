@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any, Callable, Iterable
 from edgenas.errors import DataError
 from edgenas.events import EventSink
 from edgenas.registry import Registry
+from edgenas.store import default_cache_dir
 
 SPLITS = ("train", "val", "test")
 FSDD_NAME = re.compile(r"^(\d)_(.+)_(\d+)\.wav$", re.IGNORECASE)
@@ -75,12 +75,6 @@ class AudioDataset:
 
 Loader = Callable[..., AudioDataset]
 DATASETS: Registry[Loader] = Registry("dataset")
-
-
-def default_cache_dir() -> Path:
-    """``$EDGENAS_CACHE`` if set, else ``~/.cache/edgenas``."""
-    env = os.environ.get("EDGENAS_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "edgenas"
 
 
 def speaker_fraction(speaker: str, salt: str = "") -> float:

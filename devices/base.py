@@ -6,7 +6,9 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+
+from edgenas.errors import DeviceError
 
 
 @dataclass(frozen=True)
@@ -139,3 +141,50 @@ class LocalDevice:
             "artifact_format": self.artifact_format,
             "identity": self.identity(),
         }
+
+
+class MeasureManyError(DeviceError):
+    """:func:`measure_many` could not measure every artifact.
+
+    The message is one line (the first failure, or the one that stopped the batch). ``partial``
+    maps input index → Measurement for the artifacts that were measured (``on_result`` has already
+    been called for them), ``errors`` maps input index → one-line reason for the ones that failed;
+    indexes in neither were not attempted. Store ``partial`` and call again with the rest to resume."""
+
+    def __init__(self, message: str, partial: dict[int, Measurement] | None = None,
+                 errors: dict[int, str] | None = None) -> None:
+        super().__init__(message)
+        self.partial: dict[int, Measurement] = dict(partial or {})
+        self.errors: dict[int, str] = dict(errors or {})
+
+
+def measure_many(device: Device, artifacts: Sequence[str | Path], runs: int = 100, warmup: int = 10,
+                 threads: int | None = None,
+                 on_result: Callable[[int, Measurement], None] | None = None) -> list[Measurement]:
+    """Measure ``artifacts`` on ``device`` in order; the Measurements in input order.
+
+    Uses ``device.measure_many`` when the adapter has one (SSH boards: one runner call per chunk
+    of models instead of one per model), else calls ``device.measure`` for each artifact.
+    ``on_result(index, measurement)`` is called as each one finishes, so a caller can store
+    results before the whole batch is done. A model that fails does not stop the loop; if any
+    failed, :class:`MeasureManyError` (a DeviceError) is raised at the end with the finished ones
+    in ``.partial`` (the SSH adapter also raises it, early, when the board dies midway)."""
+    many = getattr(device, "measure_many", None)
+    if callable(many):
+        return list(many(artifacts, runs=runs, warmup=warmup, threads=threads, on_result=on_result))
+    done: dict[int, Measurement] = {}
+    errors: dict[int, str] = {}
+    for i, artifact in enumerate(artifacts):
+        try:
+            m = device.measure(Path(artifact), runs=runs, warmup=warmup, threads=threads)
+        except DeviceError as e:
+            errors[i] = str(e)
+            continue
+        done[i] = m
+        if on_result is not None:
+            on_result(i, m)
+    if errors:
+        first = min(errors)
+        more = f" (and {len(errors) - 1} more of {len(artifacts)})" if len(errors) > 1 else ""
+        raise MeasureManyError(f"{Path(artifacts[first]).name}: {errors[first]}{more}", done, errors)
+    return [done[i] for i in range(len(artifacts))]

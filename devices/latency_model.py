@@ -61,12 +61,10 @@ class MeasuredLatency:
     def cost(self, spec: ArchSpec) -> float:
         key = spec.hash()
         if key not in self._cache:
-            import onnx
+            from edgenas.export.micro import save_chain_model
 
-            from edgenas.export.micro import chain_model
-
-            path = Path(self._tmp.name) / f"{key}.onnx"
-            onnx.save(chain_model(self.space.layers(spec), self.fmt), str(path))
+            path = save_chain_model(self.space.layers(spec), self.fmt,
+                                    Path(self._tmp.name) / f"{key}.{self.fmt.split('-')[0]}")
             m = measure_cached(self.device, self.store, path, kind="chain", fmt=self.fmt, spec_hash=key,
                                runs=self.runs, warmup=self.warmup)
             self._cache[key] = m.median_ms

@@ -49,20 +49,13 @@ class LatencyTable:
             raise KeyError(
                 f"layer {desc.name!r} ({desc.kind} {desc.in_shape}→{desc.out_shape}, kernel {desc.kernel},"
                 f" stride {desc.stride}, groups {desc.groups}) is not in the {self.fmt} latency table of"
-                f" {self.device} (onnxruntime {self.runtime_version}, {self.threads} threads);"
+                f" {self.device} (runtime {self.runtime_version}, {self.threads} threads);"
                 " run build_latency_table for it"
             ) from None
         return max(entry - self.overhead_ms, self.floor_ms)
 
     def model_ms(self, layers: Iterable[LayerDesc]) -> float:
         return self.overhead_ms + sum(self.layer_ms(d) for d in layers)
-
-
-def _save(model: object, path: Path) -> Path:
-    import onnx
-
-    onnx.save(model, str(path))  # type: ignore[arg-type]
-    return path
 
 
 def load_latency_table(device: Device, store: Store, fmt: str) -> LatencyTable:
@@ -84,10 +77,10 @@ def build_latency_table(
     overhead_shape: Sequence[int] = OVERHEAD_SHAPE,
 ) -> LatencyTable:
     """Measure the layers the store lacks (one micro-model session each) and return the table."""
-    from edgenas.export.micro import FORMATS, empty_model, micro_model
+    from edgenas.export.micro import LATENCY_FORMATS, save_empty_model, save_layer_model
 
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown latency-table format {fmt!r} (known: {', '.join(FORMATS)})")
+    if fmt not in LATENCY_FORMATS:
+        raise ValueError(f"unknown latency-table format {fmt!r} (known: {', '.join(LATENCY_FORMATS)})")
     sink = sink or null_sink
     version = device.runtime_version()
     threads = device.threads
@@ -100,12 +93,13 @@ def build_latency_table(
     sink("latency_table.start", device=device.name, fmt=fmt, known=len(known), todo=len(todo))
     with tempfile.TemporaryDirectory(prefix="edgenas-lut-") as td:
         tmp = Path(td)
-        oh_path = _save(empty_model(overhead_shape, fmt), tmp / "empty.onnx")
+        ext = fmt.split("-")[0]
+        oh_path = save_empty_model(overhead_shape, fmt, tmp / f"empty.{ext}")
         overhead = measure_cached(device, store, oh_path, kind="overhead", fmt=fmt, runs=runs * 2,
                                   warmup=warmup, layer_key=f"overhead:{list(overhead_shape)}")
         with progress(sink, f"latency table {fmt} on {device.name}", len(todo)) as tick:
             for i, (key, desc) in enumerate(todo.items()):
-                path = _save(micro_model(desc, fmt), tmp / f"layer{i}.onnx")
+                path = save_layer_model(desc, fmt, tmp / f"layer{i}.{ext}")
                 m = device.measure(path, runs=runs, warmup=warmup, threads=threads)
                 store.put_layer(key, file_hash(path), m, fmt)
                 known[key] = m.median_ms

@@ -56,6 +56,12 @@ class ProgressPrinter:
             self._line(f"[{time.strftime('%H:%M:%S')}] {f['stage']} done in {f['seconds']:.1f} s")
         elif event == "stage.skip":
             self._line(f"{f['stage']}: already done, skipped")
+        elif event == "calibration.round":
+            self._line(f"  adaptive round: +{f['added']} networks where the k-fold error is largest "
+                       f"({', '.join(f['worst_cells'])})")
+        elif event == "latency.model":
+            self._line(f"latency model: {'calibrated predictor ' + f['path'] if f['kind'] == 'learned' else 'lookup table'}"
+                       + (f" ({f['reason']})" if f.get("reason") else ""))
         elif event == "data.synthetic":
             self._line("NOTE: " + f["message"])
         elif event == "search.epoch":
@@ -209,6 +215,68 @@ def cmd_devices(a: argparse.Namespace) -> int:
     return 0
 
 
+CALIBRATE_EXAMPLES = """\
+examples:
+  edgenas calibrate --device onnxruntime-cpu --task kws --samples 500
+  edgenas calibrate --device litert-cpu --samples 500
+  edgenas calibrate --device rpi4 --samples 400          an SSH board (see `edgenas devices`)
+  edgenas calibrate --device ./myboard.toml --samples 30  a profile file
+Rerunning continues an interrupted calibration: stored measurements are reused.
+"""
+
+def _calibrate_parser(sub: Any) -> None:
+    p = sub.add_parser("calibrate", help="measure sampled networks on a device and fit its latency predictor",
+                       description="Measure a device: the per-layer lookup table and whole networks sampled over the "
+                                   "search space (stratified by MACs and data configuration, then adaptive), fit the "
+                                   "learned latency predictor that `edgenas search --device D` then uses, and report "
+                                   "its hold-out error next to the lookup table and MACs-proportional.",
+                       epilog=CALIBRATE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", required=True, help="device profile name or .toml file")
+    p.add_argument("--task", choices=["kws"], default="kws", help="task (default: kws)")
+    p.add_argument("--space", help="search space (default: the task's space)")
+    p.add_argument("--samples", type=int, default=500, help="networks to measure (default 500)")
+    p.add_argument("--format", dest="fmt", help="artifact format measured (default: the device's int8 format, "
+                                                 "e.g. onnx-int8 or tflite-int8)")
+    p.add_argument("--threads", type=int, help="threads (default: the profile's)")
+    p.add_argument("--runs", type=int, default=100, help="timed runs per network (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="space options as in `edgenas search`, e.g. space.widths=16,32 (calibrate the space you search)")
+    p.add_argument("--json", action="store_true", help="print the calibration report as JSON on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def cmd_calibrate(a: argparse.Namespace) -> int:
+    from edgenas.devices.calibrate import CalibrationSettings, calibrate
+    from edgenas.devices.registry import get_device
+    from edgenas.spaces import get_space
+    from edgenas.store import Store
+
+    if a.samples < 10:
+        raise EdgenasError(f"--samples must be at least 10, got {a.samples}")
+    if a.runs < 1:
+        raise EdgenasError(f"--runs must be >= 1, got {a.runs}")
+    from edgenas import config as C
+
+    bad = [kv for kv in a.set if not kv.startswith("space.")]
+    if bad:
+        raise EdgenasError(f"calibrate takes only space.* settings, got {bad[0]!r}")
+    cfg = C.resolve(sets=a.set, flags={"task": a.task})
+    device = get_device(a.device, **({"threads": a.threads} if a.threads else {}))
+    space = get_space(a.space or cfg.space_name, num_classes=12, config=cfg.space)
+    fmt = a.fmt or f"{device.artifact_format}-int8"
+    printer = ProgressPrinter(a.quiet)
+    settings = CalibrationSettings(samples=a.samples, runs=a.runs, seed=a.seed)
+    report = calibrate(space, device, Store(), fmt, settings, sink=printer)
+    if a.json:
+        print(json.dumps({k: v for k, v in report.items() if k != "holdout_points"}, default=str))
+        return 0
+    from edgenas.devices.calibrate import render_report
+
+    print(render_report(report).strip())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from edgenas import __version__
 
@@ -220,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _search_parser(sub)
+    _calibrate_parser(sub)
     d = sub.add_parser("devices", help="list device profiles or check one",
                        description="`edgenas devices [list]` lists the device profiles (built-in and user TOML files); "
                                    "`edgenas devices check NAME` connects to the device and reports its runtime.")
@@ -241,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # torch op would steal the cores a latency measurement runs on. Must be set before torch loads.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
-        return {"search": cmd_search, "devices": cmd_devices}[a.command](a)
+        return {"search": cmd_search, "calibrate": cmd_calibrate, "devices": cmd_devices}[a.command](a)
     except EdgenasError as e:
         print(f"edgenas: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -127,20 +127,67 @@ class Pipeline:
         return self._lut
 
     def latency_model(self) -> Any:
-        """Measured whole-network latency + the corrected per-layer table (fitted once per run)."""
+        """The device's calibrated predictor when there is one for this runtime, else the lookup
+        table corrected by whole networks measured now (fitted once per run)."""
         if self._latency is None:
-            from edgenas.devices.latency_model import MeasuredLatency
-
-            m = self.cfg.measure
-            model = MeasuredLatency(self.space, self.device, self.store, self.latency_table(), m.latency_format,
-                                    runs=m.chain_runs, warmup=10, sink=self.sink)
-            if self.run.done("budgets") and self.run.result("budgets").get("latency_fit"):
-                fit = self.run.result("budgets")["latency_fit"]
-                model.a, model.b, model.fit_info = fit["a_ms"], fit["b"], fit
-            else:
-                model.fit(m.chain_samples, seed=self.cfg.seed)
-            self._latency = model
+            self._latency = self._predicted_latency() or self._measured_latency()
         return self._latency
+
+    def _predicted_latency(self) -> Any:
+        from edgenas.devices.calibrate import default_predictor_root
+        from edgenas.devices.latency_table import LatencyTable
+        from edgenas.devices.predictor import LatencyPredictor, PredictedLatency, predictor_path
+
+        fmt, dev, space = self.cfg.measure.latency_format, self.device, self.space
+        path = predictor_path(default_predictor_root(), dev.name, space.name, space.version, fmt)
+        if not path.exists():
+            self.sink("latency.model", kind="table", reason=f"no calibrated predictor at {path}")
+            return None
+        pred = LatencyPredictor.load(path)
+        md = pred.metadata
+        why = None
+        if md.get("runtime_version") != dev.runtime_version() or int(md.get("threads", -1)) != dev.threads:
+            why = (f"predictor {path} was calibrated for runtime {md.get('runtime_version')} with {md.get('threads')} "
+                   f"thread(s), the device has {dev.runtime_version()} with {dev.threads}")
+        elif pred.encoder.missing(space):
+            why = f"predictor {path} has no slot for {', '.join(pred.encoder.missing(space)[:3])}"
+        if why:
+            self.sink("latency.model", kind="table", reason=why + "; recalibrate with `edgenas calibrate`")
+            return None
+        lut = self.latency_table()
+        entries = dict(lut.entries)
+        entries.update(md.get("table_entries", {}))  # the table the predictor was fitted with wins
+        table = LatencyTable(lut.device, lut.runtime_version, lut.threads, lut.fmt, entries,
+                             float(md.get("table_overhead_ms", lut.overhead_ms)))
+        self.sink("latency.model", kind="learned", path=str(path))
+        return PredictedLatency(space, table, pred, path)
+
+    def _measured_latency(self) -> Any:
+        from edgenas.devices.latency_model import MeasuredLatency
+
+        m = self.cfg.measure
+        model = MeasuredLatency(self.space, self.device, self.store, self.latency_table(), m.latency_format,
+                                runs=m.chain_runs, warmup=10, sink=self.sink)
+        if self.run.done("budgets") and self.run.result("budgets").get("latency_fit"):
+            fit = self.run.result("budgets")["latency_fit"]
+            model.a, model.b, model.fit_info = fit["a_ms"], fit["b"], fit
+        else:
+            model.fit(m.chain_samples, seed=self.cfg.seed)
+        return model
+
+    def latency_model_info(self) -> dict[str, Any] | None:
+        """What the search's latency cost was (for budgets.json and the report)."""
+        lat = self._latency
+        if lat is None:
+            return None
+        from edgenas.devices.predictor import PredictedLatency
+
+        if isinstance(lat, PredictedLatency):
+            md = lat.predictor.metadata
+            return {"kind": "learned", "path": str(lat.path), "samples": md.get("samples"),
+                    "holdout_samples": md.get("holdout_samples"), "created": md.get("created"),
+                    "holdout": (md.get("holdout") or {}).get("learned")}
+        return {"kind": "table+fit", **lat.fit_info}
 
     def constraints(self) -> list[Constraint]:
         cfg, space = self.cfg, self.space
@@ -199,7 +246,8 @@ class Pipeline:
         return {"constraints": [{"name": c.name, "limit": c.limit} for c in cons],
                 "cheapest_feasible": cheapest.to_dict() if cheapest else None,
                 "latency_table": self._lut_info(),
-                "latency_fit": self._latency.fit_info if self._latency is not None else None}
+                "latency_model": self.latency_model_info(),
+                "latency_fit": getattr(self._latency, "fit_info", None) or None}
 
     def _lut_info(self) -> dict[str, Any] | None:
         if self._lut is None:

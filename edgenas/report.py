@@ -46,7 +46,8 @@ def build_metrics(p: "Pipeline", spec: ArchSpec) -> dict[str, Any]:
                      "argmax_agreement_int8": export["argmax_agreement_int8"]},
         "latency_ms": {"fp32_median": meas["fp32"]["latency"]["median_ms"], "fp32_p90": meas["fp32"]["latency"]["p90_ms"],
                        "int8_median": meas["int8"]["latency"]["median_ms"], "int8_p90": meas["int8"]["latency"]["p90_ms"],
-                       "predicted": estimated["latency"]},
+                       "predicted": estimated["latency"],
+                       "predicted_by": (run.result("budgets").get("latency_model") or {}).get("kind")},
         "ram_bytes": {"int8_graph": meas["int8"]["peak_activation_bytes"], "estimated": estimated["ram"]},
         "flash_bytes": {"int8_file": meas["int8"]["flash_bytes"], "fp32_file": meas["fp32"]["flash_bytes"],
                         "estimated": estimated["flash"]},
@@ -58,6 +59,12 @@ def build_metrics(p: "Pipeline", spec: ArchSpec) -> dict[str, Any]:
         "stage_seconds": stage_s,
         "total_seconds": round(sum(stage_s.values()), 2),
     }
+
+
+def _latency_source(lm: dict[str, Any] | None) -> str:
+    if lm and lm.get("kind") == "learned":
+        return "the device's calibrated latency predictor"
+    return "lookup table corrected by whole networks measured on the device"
 
 
 def _fmt(v: Any, unit: str = "") -> str:
@@ -93,8 +100,8 @@ def render_report(p: "Pipeline", spec: ArchSpec, m: dict[str, Any]) -> str:
         f"ONNX int8 {acc['test_int8_onnx']:.4f} (int8/fp32 argmax agreement {acc['argmax_agreement_int8']:.4f})",
         f"- measured latency on {cfg.device} ({cfg.measure.threads} thread): fp32 {m['latency_ms']['fp32_median']:.4f} ms "
         f"(p90 {m['latency_ms']['fp32_p90']:.4f}), int8 {m['latency_ms']['int8_median']:.4f} ms "
-        f"(p90 {m['latency_ms']['int8_p90']:.4f}); predicted before training (whole-network chain model measured on "
-        f"the device) {_fmt(m['latency_ms']['predicted'], ' ms')}",
+        f"(p90 {m['latency_ms']['int8_p90']:.4f}); predicted before training {_fmt(m['latency_ms']['predicted'], ' ms')} "
+        f"({_latency_source(run.result('budgets').get('latency_model'))})",
         f"- MACs {m['macs']:,.0f} · parameters {m['params']:,.0f} · arch hash `{m['arch_hash']}`",
         f"- search {m['search_seconds']:.0f} s, whole run {m['total_seconds']:.0f} s", "",
         "## Budgets (as measured)", "",
@@ -125,8 +132,15 @@ def render_report(p: "Pipeline", spec: ArchSpec, m: dict[str, Any]) -> str:
             f"| {desc.name} | {desc.kind} | {'×'.join(map(str, desc.in_shape))} | {'×'.join(map(str, desc.out_shape))} "
             f"| {desc.kernel[0]}×{desc.kernel[1]} | {desc.stride[0]}×{desc.stride[1]} | {desc.groups} | {desc.macs:,} "
             f"| {desc.params:,} | {cost.flash_bytes(desc):,.0f} | {cost.ram_bytes(desc):,.0f} | {lat} |")
+    lm = run.result("budgets").get("latency_model") or {}
     fit = run.result("budgets").get("latency_fit")
-    if fit:
+    if lm.get("kind") == "learned":
+        ho = lm.get("holdout") or {}
+        lines += ["", f"Latency model: the device's calibrated predictor `{lm['path']}` ({lm.get('samples')} measured "
+                  f"networks, calibrated {lm.get('created')}; on its {lm.get('holdout_samples')} held-out networks MAPE "
+                  f"{ho.get('mape', float('nan')):.1%}, {ho.get('within_10pct', float('nan')):.0%} within ±10%) is the "
+                  "search's differentiable latency cost and prices derived specs."]
+    elif fit:
         lines += ["", f"Latency model: the search's differentiable latency is a + b·Σ(table), a = {fit['a_ms']:.4f} ms, "
                   f"b = {fit['b']:.3f}, fitted on {fit['samples']} whole networks measured on the device: MAPE "
                   f"{fit['mape_corrected']:.1%} ({fit['within_10pct']:.0%} within ±10%) vs {fit['mape_table_only']:.1%} for "

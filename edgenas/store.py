@@ -55,14 +55,18 @@ CREATE INDEX IF NOT EXISTS measurements_spec ON measurements (spec_hash);
 """
 
 
+def default_cache_dir() -> Path:
+    """``$EDGENAS_CACHE`` if set, else ``~/.cache/edgenas``: generated data, features, predictors."""
+    env = os.environ.get("EDGENAS_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "edgenas"
+
+
 def default_store_path() -> Path:
-    """``$EDGENAS_STORE``, else ``<$EDGENAS_CACHE or ~/.cache/edgenas>/edgenas.sqlite``."""
+    """``$EDGENAS_STORE``, else ``<cache dir>/edgenas.sqlite``."""
     explicit = os.environ.get("EDGENAS_STORE")
     if explicit:
         return Path(explicit).expanduser()
-    cache = os.environ.get("EDGENAS_CACHE")
-    base = Path(cache).expanduser() if cache else Path.home() / ".cache" / "edgenas"
-    return base / "edgenas.sqlite"
+    return default_cache_dir() / "edgenas.sqlite"
 
 
 def file_hash(path: str | Path, n: int = 16) -> str:
@@ -188,6 +192,18 @@ class Store:
             (device, runtime_version, int(threads), fmt),
         ).fetchone()
         return _row_to_measurement(row) if row else None
+
+    def spec_measurements(self, device: str, runtime_version: str, threads: int, fmt: str,
+                          kind: str = "chain") -> dict[str, Measurement]:
+        """ArchSpec hash → latest measurement of that spec's network (``kind``) in ``fmt``: what
+        calibration and latency models reuse without rebuilding the artifact."""
+        rows = self._conn.execute(
+            "SELECT spec_hash, median_ms, p90_ms, samples_json, warmup, runs, threads, runtime, runtime_version,"
+            " device, device_identity_json FROM measurements WHERE device=? AND runtime_version=? AND threads=?"
+            " AND fmt=? AND kind=? AND spec_hash IS NOT NULL ORDER BY created",
+            (device, runtime_version, int(threads), fmt, kind),
+        ).fetchall()
+        return {str(r[0]): _row_to_measurement(r[1:]) for r in rows}
 
     def measurements(self, **where: Any) -> list[dict[str, Any]]:
         """All rows matching the given column values (e.g. ``spec_hash=…``), as dicts."""

@@ -24,6 +24,7 @@ separate ``Pad`` node instead (only when the layer pads).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -274,3 +275,75 @@ def chain_model(layers: Sequence[LayerDesc], fmt: str = "onnx-fp32", seed: int =
     nodes.append(helper.make_node("Identity", [cur], ["y"]))
     y_out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, last.out_shape[0]])
     return _model(nodes, [x_in], [y_out], inits, "chain")
+
+
+# ---- any format: the files a latency table and a latency model measure --------------------------
+LATENCY_FORMATS = FORMATS + ("tflite-int8", "tflite-fp32")
+TFLITE_CALIBRATION_SAMPLES = 8
+
+
+def _save_onnx(model: Any, path: Path) -> Path:
+    import onnx
+
+    onnx.save(model, str(path))
+    return path
+
+
+def _save_tflite(module: Any, in_shape: Sequence[int], fmt: str, path: Path) -> Path:
+    """A torch module with random weights as TFLite: int8 calibrated on a few random inputs
+    (latency does not depend on weight or activation values, only on the graph)."""
+    import torch
+
+    from edgenas.export.tflite_export import export_tflite
+
+    module.eval()
+    rng = np.random.default_rng(0)
+    calib = rng.standard_normal((TFLITE_CALIBRATION_SAMPLES, *in_shape)).astype(np.float32)
+    with torch.no_grad():
+        return export_tflite(module, (1, *in_shape), path, quant="int8" if fmt == "tflite-int8" else "fp32",
+                             calibration=calib if fmt == "tflite-int8" else None)
+
+
+def _check_latency_fmt(fmt: str) -> None:
+    if fmt not in LATENCY_FORMATS:
+        raise ValueError(f"unknown latency format {fmt!r} (known: {', '.join(LATENCY_FORMATS)})")
+
+
+def save_layer_model(desc: LayerDesc, fmt: str, path: str | Path) -> Path:
+    """One layer's micro-model in ``fmt`` (``onnx-int8``, ``tflite-int8`` …) at ``path``."""
+    _check_latency_fmt(fmt)
+    if fmt.startswith("onnx-"):
+        return _save_onnx(micro_model(desc, fmt), Path(path))
+    import torch
+
+    from edgenas.layers import layer_module
+
+    torch.manual_seed(_seed(desc, fmt) % (2 ** 31))
+    module = layer_module(desc)
+    shape = desc.in_shape if desc.kind != "linear" else (desc.in_shape[0],)
+    return _save_tflite(module, shape, fmt, Path(path))
+
+
+def save_empty_model(shape: Sequence[int], fmt: str, path: str | Path) -> Path:
+    """The runtime's per-call overhead model in ``fmt`` (for TFLite: a tiny dense layer on [1, 8])."""
+    _check_latency_fmt(fmt)
+    if fmt.startswith("onnx-"):
+        return _save_onnx(empty_model(shape, fmt), Path(path))
+    import torch
+
+    torch.manual_seed(0)
+    n = int(shape[-1])
+    return _save_tflite(torch.nn.Linear(n, n), (n,), fmt, Path(path))
+
+
+def save_chain_model(layers: Sequence[LayerDesc], fmt: str, path: str | Path) -> Path:
+    """A whole sequential network in ``fmt`` with random weights, in the form the real export has."""
+    _check_latency_fmt(fmt)
+    if fmt.startswith("onnx-"):
+        return _save_onnx(chain_model(layers, fmt), Path(path))
+    import torch
+
+    from edgenas.layers import chain_module
+
+    torch.manual_seed(0)
+    return _save_tflite(chain_module(layers), layers[0].in_shape, fmt, Path(path))

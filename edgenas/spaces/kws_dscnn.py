@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgenas.errors import ConfigError
+from edgenas.layers import chain_module, layer_module
 from edgenas.spaces.base import SPACES, ChoicePoint, Gates, LayerCostFn, Probs, SearchSpace
 from edgenas.spec import ArchSpec, DataConfig, LayerDesc
 
@@ -272,30 +273,16 @@ class KWSDSCNNSpace(SearchSpace):
         return KWSSupernet(self)
 
 
-def _conv_bn_relu(desc: LayerDesc) -> list[nn.Module]:
-    mods: list[nn.Module] = []
-    pt, pb, pl, pr = desc.pad
-    symmetric = pt == pb and pl == pr
-    if not symmetric:
-        mods.append(nn.ZeroPad2d((pl, pr, pt, pb)))
-    mods += [
-        nn.Conv2d(desc.in_shape[0], desc.out_shape[0], desc.kernel, desc.stride,
-                  padding=(pt, pl) if symmetric else 0, groups=desc.groups, bias=False),
-        nn.BatchNorm2d(desc.out_shape[0]),
-        nn.ReLU(),
-    ]
-    return mods
-
-
 class KWSNet(nn.Module):
-    """The plain network of one spec, built from its layer descriptors."""
+    """The plain network of one spec, built from its layer descriptors (see ``edgenas.layers``)."""
 
     def __init__(self, layers: list[LayerDesc], num_classes: int) -> None:
         super().__init__()
-        convs = [d for d in layers if d.kind == "conv2d"]
-        self.features = nn.Sequential(*[m for d in convs for m in _conv_bn_relu(d)])
+        self.features = chain_module([d for d in layers if d.kind == "conv2d"])
         fc = next(d for d in layers if d.kind == "linear")
-        self.classifier = nn.Linear(fc.in_shape[0], num_classes)
+        self.classifier = layer_module(fc)
+        if fc.out_shape[0] != num_classes:
+            raise ValueError(f"classifier has {fc.out_shape[0]} outputs, spec has {num_classes} classes")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)

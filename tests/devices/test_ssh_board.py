@@ -210,3 +210,177 @@ def test_onnx_external_data_refused(ssh_board: StandInBoard, tmp_path: Path, sma
     onnx.save(onnx.load(str(small_onnx)), str(ext), save_as_external_data=True, size_threshold=0)
     with pytest.raises(DeviceError, match="external data"):
         board_device(ssh_board, tmp_path).measure(ext, runs=3)
+
+
+# -- measure_many: many models per runner call ---------------------------------------------------
+
+
+def onnx_models(folder: Path, sizes: list[tuple[int, int]], dense: tuple[int, ...] = ()) -> list[Path]:
+    """One 3x3 conv ONNX model per (channels, height), named m0.onnx, m1.onnx, … (distinct files);
+    depthwise except at the indexes in ``dense``."""
+    import onnx
+
+    from edgenas.export.micro import micro_model
+    from edgenas.spec import LayerDesc
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, (c, h) in enumerate(sizes):
+        groups = 1 if k in dense else c
+        desc = LayerDesc(f"c{k}", "conv2d", (c, h, 5), (c, h, 5), (3, 3), (1, 1), (1, 1, 1, 1), groups, "relu")
+        path = folder / f"m{k}.onnx"
+        onnx.save(micro_model(desc, "onnx-fp32"), str(path))
+        paths.append(path)
+    return paths
+
+
+def count_runner_calls(dev: SSHBoard, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Record the argument list of every runner call the device makes from now on."""
+    calls: list[list[str]] = []
+    real = dev._exec
+
+    def counting(args: list[str], timeout_s: float, **kw: object) -> tuple[int, str, str]:
+        calls.append(list(args))
+        return real(args, timeout_s, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dev, "_exec", counting)
+    return calls
+
+
+def test_measure_many_onnx_one_runner_call(ssh_board: StandInBoard, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from edgenas.devices.base import measure_many
+
+    # the middle model is a dense conv with ~4000x the MACs of the others: its median shows the order
+    paths = onnx_models(tmp_path / "models", [(8, 8), (64, 64), (8, 8)], dense=(1,))
+    with board_device(ssh_board, tmp_path) as dev:
+        dev.check()
+        calls = count_runner_calls(dev, monkeypatch)
+        seen: list[tuple[int, Measurement]] = []
+        ms = measure_many(dev, paths, runs=10, warmup=2, threads=1, on_result=lambda i, m: seen.append((i, m)))
+        assert len(ms) == 3 and all(isinstance(m, Measurement) for m in ms)
+        assert [i for i, _ in seen] == [0, 1, 2] and [m for _, m in seen] == ms
+        assert calls == [["--batch", "-"]] and dev.last_timing["runner_calls"] == 1
+        assert dev.last_timing["models"] == 3 and dev.last_timing["exec_s"] > 0
+        assert ms[1].median_ms > 3 * max(ms[0].median_ms, ms[2].median_ms)
+        for m in ms:
+            assert len(m.samples_ms) == 10 and m.runs == 10 and m.warmup == 2 and m.threads == 1
+            assert m.device == "standin" and m.runtime == "onnxruntime" and m.runtime_version == dev.runtime_version()
+            ident = m.device_identity
+            assert ident["hostname"] == socket.gethostname() and ident["cpu"] and ident["python"]
+            assert ident["ssh_target"] == f"{ssh_board.user}@127.0.0.1:{ssh_board.port}"
+            governor = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+            if governor.exists():
+                assert ident["governor"] == governor.read_text().strip()
+        # chunks: batch_size 2 → two runner calls; files already on the board are not uploaded again
+        uploaded = sorted((ssh_board.root / "work" / "models").iterdir())
+        calls.clear()
+        again = dev.measure_many(paths, runs=5, warmup=1, threads=2, batch_size=2)
+        assert len(calls) == 2 and [m.threads for m in again] == [2, 2, 2]
+        assert sorted((ssh_board.root / "work" / "models").iterdir()) == uploaded
+        assert dev.measure_many([], runs=5) == []
+
+
+def test_measure_many_tflite(ssh_board: StandInBoard, tmp_path: Path, tflite_models: dict[str, Path],
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    with board_device(ssh_board, tmp_path, runtime="litert") as dev:
+        dev.check()
+        calls = count_runner_calls(dev, monkeypatch)
+        ms = dev.measure_many([tflite_models["fp32"], tflite_models["int8"]], runs=10, warmup=2)
+        assert len(calls) == 1 and len(ms) == 2
+        assert all(m.runtime == "litert" and 0 < m.median_ms < 50 for m in ms)
+        assert all(m.runtime_version == dev.runtime_version() for m in ms)
+
+
+def test_measure_many_corrupt_model_in_the_middle(ssh_board: StandInBoard, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgenas.devices.base import MeasureManyError
+
+    good = onnx_models(tmp_path / "models", [(8, 8), (12, 8)])
+    bad = tmp_path / "models" / "bad.onnx"
+    bad.write_bytes(b"not a model at all")
+    with board_device(ssh_board, tmp_path) as dev:
+        dev.check()
+        calls = count_runner_calls(dev, monkeypatch)
+        seen: list[int] = []
+        with pytest.raises(MeasureManyError, match="board cannot load the model bad.onnx") as e:
+            dev.measure_many([good[0], bad, good[1]], runs=5, warmup=1, on_result=lambda i, m: seen.append(i))
+        assert "\n" not in str(e.value) and isinstance(e.value, DeviceError)
+        assert sorted(e.value.partial) == [0, 2] and seen == [0, 2] and list(e.value.errors) == [1]
+        assert all(m.median_ms > 0 for m in e.value.partial.values())
+        assert len(calls) == 1  # the batch went on past the bad model
+
+
+def test_measure_many_hang_midway_keeps_finished(ssh_board: StandInBoard, tmp_path: Path) -> None:
+    from edgenas.devices.base import MeasureManyError
+
+    paths = onnx_models(tmp_path / "models", [(8, 8), (12, 8), (16, 8), (20, 8)])
+    hang = wrapper(tmp_path, "hang-python",
+                   f"EDGENAS_RUNNER_TEST_HANG_AT=1 exec {shlex.quote(sys.executable)} \"$@\"")
+    workdir = tmp_path / "hang-work"
+    with board_device(ssh_board, tmp_path, python=str(hang), timeout_s=3, workdir=str(workdir)) as dev:
+        seen: list[int] = []
+        t0 = time.monotonic()
+        with pytest.raises(MeasureManyError, match="timed out after 3 s .* measuring m1.onnx") as e:
+            dev.measure_many(paths, runs=5, warmup=1, on_result=lambda i, m: seen.append(i))
+        assert time.monotonic() - t0 < 11  # the per-model watchdog (3 s), not the batch limit (12 s)
+        assert "\n" not in str(e.value)
+        assert list(e.value.partial) == [0] and seen == [0] and list(e.value.errors) == [1]
+    # resume with the models not finished: the same board without the hang measures them
+    left = subprocess.run(["pgrep", "-f", f"{workdir}/runner-"], capture_output=True, text=True)
+    assert left.returncode == 1, f"runner still running on the board: {left.stdout}"
+    with board_device(ssh_board, tmp_path) as dev:
+        rest = [p for i, p in enumerate(paths) if i not in e.value.partial]
+        assert len(dev.measure_many(rest, runs=5, warmup=1)) == 3
+
+
+def test_measure_many_crash_midway(ssh_board: StandInBoard, tmp_path: Path) -> None:
+    from edgenas.devices.base import MeasureManyError
+
+    paths = onnx_models(tmp_path / "models", [(8, 8), (12, 8), (16, 8)])
+    crash = wrapper(tmp_path, "crash-python",
+                    f"EDGENAS_RUNNER_TEST_CRASH_AT=1 exec {shlex.quote(sys.executable)} \"$@\"")
+    with board_device(ssh_board, tmp_path, python=str(crash)) as dev:
+        with pytest.raises(MeasureManyError,
+                           match=r"runner crashed during measurement of m1.onnx .*killed by a signal.*Segmentation"
+                           ) as e:
+            dev.measure_many(paths, runs=5, warmup=1)
+        assert list(e.value.partial) == [0] and list(e.value.errors) == [1]
+
+
+def test_measure_many_checks_every_file_before_uploading(ssh_board: StandInBoard, tmp_path: Path) -> None:
+    paths = onnx_models(tmp_path / "models", [(8, 8)])
+    with board_device(ssh_board, tmp_path, workdir=str(tmp_path / "w")) as dev:
+        with pytest.raises(DeviceError, match="model file not found: .*missing.onnx"):
+            dev.measure_many([paths[0], tmp_path / "missing.onnx"], runs=3)
+        with pytest.raises(DeviceError, match="runs .onnx models"):
+            dev.measure_many([paths[0], _touch(tmp_path / "x.tflite")], runs=3)
+        assert not (tmp_path / "w").exists()  # nothing was uploaded
+
+
+def test_batch_timeout_scales_and_is_capped(ssh_board: StandInBoard, tmp_path: Path) -> None:
+    from edgenas.devices.ssh_board import BATCH_TIMEOUT_CAP_S
+
+    dev = board_device(ssh_board, tmp_path, timeout_s=60)
+    assert dev.batch_timeout(1) == 60 and dev.batch_timeout(10) == 600
+    assert dev.batch_timeout(1000) == BATCH_TIMEOUT_CAP_S
+    slow = board_device(ssh_board, tmp_path, timeout_s=3 * BATCH_TIMEOUT_CAP_S)
+    assert slow.batch_timeout(5) == 3 * BATCH_TIMEOUT_CAP_S  # never below one model's budget
+
+
+def test_measure_many_falls_back_to_a_loop(tmp_path: Path, small_onnx: Path) -> None:
+    from edgenas.devices.base import MeasureManyError, measure_many
+
+    dev = get_device("onnxruntime-cpu")
+    assert not hasattr(dev, "measure_many")
+    paths = onnx_models(tmp_path / "models", [(8, 8), (12, 8)])
+    seen: list[int] = []
+    ms = measure_many(dev, [paths[0], small_onnx, paths[1]], runs=3, warmup=1, on_result=lambda i, m: seen.append(i))
+    assert len(ms) == 3 and seen == [0, 1, 2] and all(m.runs == 3 and m.median_ms > 0 for m in ms)
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model at all")
+    with pytest.raises(MeasureManyError, match="bad.onnx") as e:
+        measure_many(dev, [paths[0], bad, paths[1]], runs=3, warmup=1)
+    assert sorted(e.value.partial) == [0, 2] and list(e.value.errors) == [1]

@@ -1,0 +1,456 @@
+#!/usr/bin/env python3
+"""edgenas deployment bundle: classify one WAV file on this machine (shipped as ``infer.py``).
+
+    python3 infer.py CLIP.wav [--json] [--bench N] [--warmup W] [--runtime onnx|tflite]
+                              [--threads T] [--bundle DIR]
+
+Pipeline: WAV → mono float32 → resample to the bundle's rate → centre-crop / zero-pad to the
+clip length → front-end model (float MFCC) → int8 classifier → softmax. Prints ``LABEL SCORE``
+(one line), or one JSON object with ``--json``. ``--bench N`` also times the end-to-end
+inference (front end + classifier, incl. input quantization and output dequantization; not
+the WAV decoding) N times after W warm-up runs and prints ``latency_ms median M p90 P`` (in
+``--json``: a ``bench`` object). Errors are one line on stderr, exit code 2.
+
+Dependencies: Python >= 3.7, numpy, and ONE runtime, tried in this order:
+``ai_edge_litert.interpreter`` → ``tflite_runtime.interpreter`` → ``tensorflow.lite`` (for
+``.tflite`` files), then ``onnxruntime`` (``.onnx``). ``--runtime`` restricts both stages to one
+format. Each stage (front end, classifier) picks independently the first runtime that is
+importable and for which the bundle has a file, so a bundle may mix formats. This file must
+not import edgenas or torch.
+
+bundle.json (next to this file, or ``--bundle DIR``), schema version 1::
+
+    {
+      "schema_version": 1,                          # optional, default 1
+      "labels": ["yes", "no", ...],                 # class index → name (len = classifier outputs)
+      "data_config": {"sample_rate": 16000, "n_mfcc": 10, "n_mels": 40,
+                      "win_ms": 40.0, "hop_ms": 20.0, "clip_ms": 1000.0},   # edgenas DataConfig
+      "frontend": {"tflite": "frontend.tflite", "onnx": "frontend.onnx"},  # >= 1 entry
+      "model": {"tflite": "model.int8.tflite", "onnx": "model.int8.onnx"}, # >= 1 entry
+      "output": "logits"                            # optional: "logits" (default) | "probabilities"
+    }
+
+File names are relative to bundle.json. Other keys (arch_hash, metrics, ...) are ignored.
+Front end: input [1, clip_samples] float32 (clip_samples = round(sample_rate * clip_ms / 1000)),
+output [1, 1, T, n_mfcc] (ONNX, NCHW) or [1, T, n_mfcc, 1] (TFLite, NHWC). Both layouts hold the
+numbers in the same memory order, so the features are simply reshaped to the classifier's input
+shape, whatever its format. An integer classifier input is quantized with the input tensor's
+scale / zero point (``q = clip(round(x / scale) + zero_point)``); an integer output is
+dequantized (``(q - zero_point) * scale``). ONNX QDQ models take and give float32.
+
+Audio: the stdlib ``wave`` module reads PCM 8 (unsigned), 16, 24 and 32-bit integer WAVs,
+scaled to [-1, 1) as libsndfile does (divide by 2**(bits-1)); several channels are averaged
+to mono (as edgenas does for training). A rate that differs from the bundle's is resampled
+with a windowed-sinc polyphase filter that is a NumPy port of torchaudio's default
+``Resample`` (Hann window, 6 zero crossings, roll-off 0.99), the resampler edgenas trains with.
+The clip is then centre-cropped, or zero-padded on both sides (left = missing // 2), to
+``clip_samples``, as edgenas's ``fit_length`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import os
+import sys
+import time
+import wave
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+EXIT_ERROR = 2
+SCHEMA_VERSION = 1
+
+# (module to import, format)
+RUNTIMES = (
+    ("ai_edge_litert.interpreter", "tflite"),
+    ("tflite_runtime.interpreter", "tflite"),
+    ("tensorflow", "tflite"),
+    ("onnxruntime", "onnx"),
+)
+
+
+class BundleError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text or type(e).__name__
+
+
+# ---------------------------------------------------------------------------------- audio
+
+
+def read_wav(path: str, np: Any) -> Tuple[Any, int]:
+    """(mono float32 samples in [-1, 1), sample rate) of a PCM WAV file."""
+    if not os.path.isfile(path):
+        raise BundleError("WAV file not found: %s" % path)
+    try:
+        with wave.open(path, "rb") as w:
+            channels, width, rate, n = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
+            raw = w.readframes(n)
+    except (wave.Error, EOFError, OSError) as e:
+        raise BundleError("cannot read WAV %s: %s (PCM 8/16/24/32-bit only)" % (path, _one_line(e)))
+    if channels < 1 or rate <= 0:
+        raise BundleError("cannot read WAV %s: %d channels at %d Hz" % (path, channels, rate))
+    frames = len(raw) // (width * channels)
+    if frames == 0:
+        raise BundleError("WAV file %s has no samples" % path)
+    raw = raw[: frames * width * channels]
+    if width == 1:
+        x = (np.frombuffer(raw, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
+    elif width == 2:
+        x = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
+    elif width == 3:
+        b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
+        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        v = np.where(v >= 1 << 23, v - (1 << 24), v)
+        x = v.astype(np.float32) / float(1 << 23)
+    elif width == 4:
+        x = (np.frombuffer(raw, dtype="<i4").astype(np.float64) / 2147483648.0).astype(np.float32)
+    else:
+        raise BundleError("cannot read WAV %s: %d-byte samples are not supported" % (path, width))
+    x = x.reshape(frames, channels)
+    mono = x[:, 0] if channels == 1 else x.mean(axis=1, dtype=np.float32)
+    return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
+
+
+def _sinc_kernel(orig: int, new: int, np: Any, width_zeros: int = 6, rolloff: float = 0.99) -> Tuple[Any, int]:
+    """torchaudio's ``_get_sinc_resample_kernel`` (sinc_interp_hann) for gcd-reduced rates."""
+    base = min(orig, new) * rolloff
+    width = int(math.ceil(width_zeros * orig / base))
+    idx = np.arange(-width, width + orig, dtype=np.float64)[None, :] / orig
+    t = (np.arange(0, -new, -1, dtype=np.float64)[:, None] / new + idx) * base
+    t = np.clip(t, -width_zeros, width_zeros)
+    window = np.cos(t * math.pi / width_zeros / 2) ** 2
+    t = t * math.pi
+    safe = np.where(t == 0, 1.0, t)
+    kernel = np.where(t == 0, 1.0, np.sin(safe) / safe) * window * (base / orig)
+    return kernel.astype(np.float32), width  # [new, 2*width + orig]
+
+
+def resample(x: Any, orig_rate: int, new_rate: int, np: Any) -> Any:
+    """Band-limited polyphase resampling, the NumPy twin of torchaudio's default Resample."""
+    if orig_rate == new_rate:
+        return x
+    g = math.gcd(int(orig_rate), int(new_rate))
+    orig, new = int(orig_rate) // g, int(new_rate) // g
+    kernel, width = _sinc_kernel(orig, new, np)
+    padded = np.concatenate([np.zeros(width, np.float32), x.astype(np.float32), np.zeros(width + orig, np.float32)])
+    k = kernel.shape[1]
+    blocks = (len(padded) - k) // orig + 1
+    frames = np.lib.stride_tricks.as_strided(padded, shape=(blocks, k),
+                                             strides=(padded.strides[0] * orig, padded.strides[0]))
+    out = (frames @ kernel.T).reshape(-1)  # [blocks, new] → phase-interleaved samples
+    return np.ascontiguousarray(out[: int(math.ceil(new * len(x) / orig))], dtype=np.float32)
+
+
+def fit_length(x: Any, n: int, np: Any) -> Any:
+    """Centre-crop or symmetrically zero-pad to exactly ``n`` samples (as edgenas trains)."""
+    m = len(x)
+    if m == n:
+        return x
+    if m > n:
+        start = (m - n) // 2
+        return x[start: start + n]
+    left = (n - m) // 2
+    return np.pad(x, (left, n - m - left))
+
+
+# ---------------------------------------------------------------------------------- bundle
+
+
+def load_bundle(path: str) -> Tuple[Dict[str, Any], str]:
+    """(bundle.json contents, its folder). ``path`` is the folder or the JSON file itself."""
+    file = os.path.join(path, "bundle.json") if os.path.isdir(path) else path
+    if not os.path.isfile(file):
+        raise BundleError("bundle.json not found: %s" % file)
+    try:
+        with open(file) as f:
+            b = json.load(f)
+    except (OSError, ValueError) as e:
+        raise BundleError("cannot read %s: %s" % (file, _one_line(e)))
+    if not isinstance(b, dict):
+        raise BundleError("%s: not a JSON object" % file)
+    if int(b.get("schema_version", 1)) > SCHEMA_VERSION:
+        raise BundleError("%s: schema_version %s is newer than this infer.py (%d)"
+                          % (file, b.get("schema_version"), SCHEMA_VERSION))
+    for key in ("labels", "data_config", "frontend", "model"):
+        if key not in b:
+            raise BundleError("%s: missing key %r" % (file, key))
+    if not isinstance(b["labels"], list) or not b["labels"]:
+        raise BundleError("%s: 'labels' must be a non-empty list" % file)
+    for key in ("frontend", "model"):
+        if not isinstance(b[key], dict) or not b[key] or set(b[key]) - {"onnx", "tflite"}:
+            raise BundleError("%s: %r must map 'tflite' and/or 'onnx' to a file name" % (file, key))
+    dc = b["data_config"]
+    try:
+        rate, clip_ms = int(dc["sample_rate"]), float(dc["clip_ms"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise BundleError("%s: bad data_config (%s)" % (file, _one_line(e)))
+    if rate <= 0 or clip_ms <= 0:
+        raise BundleError("%s: bad data_config %s" % (file, dc))
+    if b.get("output", "logits") not in ("logits", "probabilities"):
+        raise BundleError("%s: 'output' must be 'logits' or 'probabilities'" % file)
+    return b, os.path.dirname(os.path.abspath(file))
+
+
+def clip_samples(data_config: Dict[str, Any]) -> int:
+    """``DataConfig.clip_samples``: round(sample_rate * clip_ms / 1000)."""
+    return int(round(int(data_config["sample_rate"]) * float(data_config["clip_ms"]) / 1000.0))
+
+
+_IMPORTED: Dict[str, Any] = {}
+
+
+def _try_import(module: str) -> Optional[Any]:
+    if module not in _IMPORTED:
+        if module == "tensorflow":
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        try:
+            _IMPORTED[module] = importlib.import_module(module)
+        except Exception:  # ImportError, or a broken install raising anything else
+            _IMPORTED[module] = None
+    return _IMPORTED[module]
+
+
+def _version(module: str, mod: Any) -> str:
+    top = sys.modules.get(module.split(".")[0], mod)
+    return "%s %s" % (module.split(".")[0], getattr(top, "__version__", "?"))
+
+
+def _without_native_stderr(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` with file descriptor 2 captured: the TFLite runtimes print INFO lines (XNNPACK
+    delegate) from C++. On failure the captured text joins the exception's message."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        return fn()
+    import tempfile
+
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            return fn()
+        except Exception as e:
+            os.dup2(saved, 2)
+            tmp.seek(0)
+            native = " ".join(tmp.read().decode(errors="replace").split())
+            raise RuntimeError("%s%s" % (_one_line(e), (" [" + native + "]") if native else ""))
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+class Stage:
+    """One model file on one runtime: float32 array in → float32 array out (quantization handled)."""
+
+    def __init__(self, path: str, fmt: str, module: str, mod: Any, threads: int, np: Any) -> None:
+        self.path, self.fmt, self.np = path, fmt, np
+        self.runtime = _version(module, mod)
+        if not os.path.isfile(path):
+            raise BundleError("model file not found: %s" % path)
+        try:
+            if fmt == "tflite":
+                self._load_tflite(module, mod, threads)
+            else:
+                self._load_onnx(mod, threads)
+        except BundleError:
+            raise
+        except Exception as e:
+            raise BundleError("cannot load %s with %s: %s" % (path, self.runtime, _one_line(e)))
+
+    def _load_tflite(self, module: str, mod: Any, threads: int) -> None:
+        interp_cls = mod.lite.Interpreter if module == "tensorflow" else mod.Interpreter
+
+        def load() -> Any:
+            interp = interp_cls(model_path=self.path, num_threads=threads)
+            interp.allocate_tensors()
+            return interp
+
+        self.interp = _without_native_stderr(load)
+        inp, out = self.interp.get_input_details(), self.interp.get_output_details()
+        if len(inp) != 1 or len(out) != 1:
+            raise BundleError("%s: expected one input and one output" % self.path)
+        self.inp, self.out = inp[0], out[0]
+        self.in_shape = [int(s) for s in self.inp["shape"]]
+        self.in_dtype = self.np.dtype(self.inp["dtype"])
+        self.in_q = self.inp.get("quantization", (0.0, 0))
+        self.out_q = self.out.get("quantization", (0.0, 0))
+        self.out_dtype = self.np.dtype(self.out["dtype"])
+        interp, i_idx, o_idx = self.interp, self.inp["index"], self.out["index"]
+
+        def run(x: Any) -> Any:
+            interp.set_tensor(i_idx, x)
+            interp.invoke()
+            return interp.get_tensor(o_idx)
+
+        self._run: Callable[[Any], Any] = run
+
+    def _load_onnx(self, ort: Any, threads: int) -> None:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        self.sess = ort.InferenceSession(self.path, sess_options=opts, providers=["CPUExecutionProvider"])
+        inp = self.sess.get_inputs()
+        if len(inp) != 1:
+            raise BundleError("%s: expected one input" % self.path)
+        if inp[0].type != "tensor(float)":
+            raise BundleError("%s: input type %s is not supported (float32 or QDQ models only)"
+                              % (self.path, inp[0].type))
+        self.in_shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp[0].shape]
+        self.in_dtype = self.np.dtype(self.np.float32)
+        self.in_q, self.out_q = (0.0, 0), (0.0, 0)
+        self.out_dtype = self.np.dtype(self.np.float32)
+        sess, name = self.sess, inp[0].name
+        self._run = lambda x: sess.run(None, {name: x})[0]
+
+    def __call__(self, x: Any) -> Any:
+        np = self.np
+        if x.size != int(np.prod(self.in_shape)):
+            raise BundleError("%s takes %s (%d values), got %d values"
+                              % (self.path, self.in_shape, int(np.prod(self.in_shape)), x.size))
+        x = x.reshape(self.in_shape)
+        if np.issubdtype(self.in_dtype, np.integer):
+            scale, zero = float(self.in_q[0]), int(self.in_q[1])
+            if scale <= 0:
+                raise BundleError("%s: integer input without quantization parameters" % self.path)
+            info = np.iinfo(self.in_dtype)
+            x = np.clip(np.round(x / scale) + zero, info.min, info.max).astype(self.in_dtype)
+        else:
+            x = np.ascontiguousarray(x, dtype=self.in_dtype)
+        y = self._run(x)
+        if np.issubdtype(self.out_dtype, np.integer):
+            scale, zero = float(self.out_q[0]), int(self.out_q[1])
+            return (y.astype(np.float32) - zero) * (scale if scale > 0 else 1.0)
+        return np.asarray(y, dtype=np.float32)
+
+
+def pick_stage(bundle: Dict[str, Any], root: str, key: str, force: Optional[str], threads: int, np: Any) -> Stage:
+    """The first (runtime, file) pair in RUNTIMES order that is importable and in the bundle."""
+    files = bundle[key]
+    wanted = [(m, f) for m, f in RUNTIMES if f in files and (force is None or f == force)]
+    if not wanted:
+        raise BundleError("the bundle has no %s %s model (it has: %s)"
+                          % (force or "", "front-end" if key == "frontend" else "classifier",
+                             ", ".join(sorted(files))))
+    for module, fmt in wanted:
+        mod = _try_import(module)
+        if mod is not None:
+            return Stage(os.path.join(root, str(files[fmt])), fmt, module, mod, threads, np)
+    need = sorted({"onnxruntime" if f == "onnx" else "ai-edge-litert (or tflite-runtime)" for _, f in wanted})
+    raise BundleError("no runtime for the %s (%s): install %s"
+                      % (key, ", ".join(sorted({f for _, f in wanted})), " or ".join(need)))
+
+
+class Pipeline:
+    """Front end → classifier → class scores, for one clip of ``clip_samples`` samples."""
+
+    def __init__(self, bundle: Dict[str, Any], root: str, force: Optional[str], threads: int, np: Any) -> None:
+        self.np = np
+        self.labels = [str(s) for s in bundle["labels"]]
+        self.samples = clip_samples(bundle["data_config"])
+        self.rate = int(bundle["data_config"]["sample_rate"])
+        self.probabilities = bundle.get("output", "logits") == "probabilities"
+        self.frontend = pick_stage(bundle, root, "frontend", force, threads, np)
+        self.model = pick_stage(bundle, root, "model", force, threads, np)
+        if int(np.prod(self.frontend.in_shape)) != self.samples:
+            raise BundleError("front end %s takes %s samples but data_config gives %d"
+                              % (self.frontend.path, self.frontend.in_shape, self.samples))
+
+    def logits(self, audio: Any) -> Any:
+        feats = self.frontend(audio.reshape(1, -1))
+        out = self.model(feats).reshape(-1)
+        if out.size != len(self.labels):
+            raise BundleError("classifier gives %d outputs for %d labels" % (out.size, len(self.labels)))
+        return out
+
+    def scores(self, logits: Any) -> Any:
+        np = self.np
+        if self.probabilities:
+            return logits.astype(np.float64)
+        z = np.exp(logits.astype(np.float64) - float(np.max(logits)))
+        return z / z.sum()
+
+
+def percentile_90(samples: List[float]) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, int(round(0.9 * (len(s) - 1))))]
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr, exit code 2."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        sys.stderr.write("error: %s (see --help)\n" % _one_line(Exception(message)))
+        sys.exit(EXIT_ERROR)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    here = os.path.dirname(os.path.abspath(__file__))
+    ap = _Parser(description="Classify a WAV file with an edgenas bundle.")
+    ap.add_argument("wav", help="input WAV file (PCM 8/16/24/32-bit, any rate, mono or multi-channel)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--bench", type=int, default=0, metavar="N", help="time N end-to-end runs after warm-up")
+    ap.add_argument("--warmup", type=int, default=5, metavar="W", help="warm-up runs before --bench (default 5)")
+    ap.add_argument("--runtime", choices=("onnx", "tflite"), help="use only this model format")
+    ap.add_argument("--threads", type=int, default=1, help="runtime threads (default 1)")
+    ap.add_argument("--bundle", default=here, help="bundle folder or bundle.json (default: this file's folder)")
+    args = ap.parse_args(argv)
+    try:
+        if args.bench < 0 or args.warmup < 0 or args.threads < 1:
+            raise BundleError("--bench and --warmup must be >= 0 and --threads >= 1")
+        try:
+            import numpy as np
+        except ImportError:
+            raise BundleError("numpy is not installed (pip install numpy)")
+        bundle, root = load_bundle(args.bundle)
+        audio, rate = read_wav(args.wav, np)
+        pipe = Pipeline(bundle, root, args.runtime, args.threads, np)
+        audio = fit_length(resample(audio, rate, pipe.rate, np), pipe.samples, np).astype(np.float32)
+        logits = pipe.logits(audio)
+        scores = pipe.scores(logits)
+        best = int(np.argmax(scores))
+        result: Dict[str, Any] = {
+            "label": pipe.labels[best], "index": best, "score": float(scores[best]),
+            "scores": {lab: float(s) for lab, s in zip(pipe.labels, scores)},
+            "logits": [float(v) for v in logits],
+            "wav": {"path": args.wav, "sample_rate": rate, "resampled_to": pipe.rate},
+            "runtime": {"frontend": "%s (%s)" % (pipe.frontend.runtime, os.path.basename(pipe.frontend.path)),
+                        "model": "%s (%s)" % (pipe.model.runtime, os.path.basename(pipe.model.path)),
+                        "threads": args.threads},
+        }
+        if args.bench:
+            for _ in range(args.warmup):
+                pipe.scores(pipe.logits(audio))
+            samples = []
+            clock = time.perf_counter
+            for _ in range(args.bench):
+                t0 = clock()
+                pipe.scores(pipe.logits(audio))
+                samples.append((clock() - t0) * 1e3)
+            result["bench"] = {"runs": args.bench, "warmup": args.warmup,
+                               "median_ms": float(np.median(samples)), "p90_ms": float(percentile_90(samples))}
+    except BundleError as e:
+        sys.stderr.write("error: %s\n" % _one_line(e))
+        return EXIT_ERROR
+    except Exception as e:  # a runtime failing mid-inference: still one line
+        sys.stderr.write("error: inference failed: %s: %s\n" % (type(e).__name__, _one_line(e)))
+        return EXIT_ERROR
+    if args.json:
+        sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
+    else:
+        sys.stdout.write("%s %.4f\n" % (result["label"], result["score"]))
+        if args.bench:
+            b = result["bench"]
+            sys.stdout.write("latency_ms median %.3f p90 %.3f (%d runs, front end + model)\n"
+                             % (b["median_ms"], b["p90_ms"], b["runs"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

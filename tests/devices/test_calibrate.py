@@ -1,0 +1,114 @@
+"""Calibration on the real ONNX Runtime: sampling coverage, hold-out report, files, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgenas.devices.calibrate import Calibration, CalibrationSettings, calibrate
+from edgenas.devices.onnxruntime_cpu import OnnxRuntimeCPU
+from edgenas.devices.predictor import LatencyPredictor
+from edgenas.errors import ConfigError, DeviceError
+from edgenas.spaces import get_space
+from edgenas.spaces.kws_dscnn import KWSSpaceConfig
+from edgenas.store import Store
+
+SMALL = KWSSpaceConfig(widths=(16, 32), n_blocks=2)
+
+
+class CountingORT(OnnxRuntimeCPU):
+    """The real adapter, counting the models it is asked to time."""
+
+    def __init__(self) -> None:
+        super().__init__(sessions=1)
+        self.measured = 0
+
+    def measure(self, artifact, runs=100, warmup=10, threads=None):  # type: ignore[no-untyped-def]
+        self.measured += 1
+        return super().measure(artifact, runs=runs, warmup=warmup, threads=threads)
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory: pytest.TempPathFactory):
+    base = tmp_path_factory.mktemp("calib")
+    space = get_space("kws-dscnn", num_classes=12, config=SMALL)
+    dev = CountingORT()
+    store = Store(base / "store.sqlite")
+    settings = CalibrationSettings(samples=40, runs=5, warmup=2, lut_runs=5, batch=10, pool=2000)
+    events: list[tuple[str, dict]] = []
+    report = calibrate(space, dev, store, "onnx-int8", settings, sink=lambda e, **f: events.append((e, f)),
+                       root=base / "predictors")
+    return base, space, dev, store, settings, report, events
+
+
+def test_report_and_files(calibrated) -> None:
+    base, space, dev, store, settings, report, events = calibrated
+    assert report["samples"] == 40 and report["holdout"] == 8 and report["train"] == 32
+    assert set(report["holdout_errors"]) == {"learned", "lookup_table", "lookup_table_fitted_line", "macs_proportional"}
+    for e in report["holdout_errors"].values():
+        assert 0 <= e["within_5pct"] <= e["within_10pct"] <= 1 and e["mape"] >= 0 and e["n"] == 8
+    path = Path(report["predictor"])
+    assert path.parent == base / "predictors" / dev.name and path.name == "kws-dscnn-v1.onnx-int8.json"
+    model = LatencyPredictor.load(path)
+    md = model.metadata
+    for key in ("device", "runtime_version", "threads", "governor", "space", "space_version", "fmt", "samples",
+                "holdout", "table_entries"):
+        assert key in md
+    assert md["samples"] == 32 and md["runtime_version"] == dev.runtime_version()
+    assert "pickle" not in path.read_text()
+    assert path.with_suffix(".report.md").read_text().count("|") > 20
+    assert json.loads(path.with_suffix(".report.json").read_text())["samples"] == 40
+    assert any(e == "calibration.round" for e, _ in events)  # adaptive sampling happened
+    assert any(e == "progress.start" and "calibration" in f["desc"] for e, f in events)
+
+
+def test_samples_cover_every_data_config_and_the_cost_range(calibrated) -> None:
+    _, space, dev, store, _, report, _ = calibrated
+    assert report["data_configs"] == len(space.data_configs())
+    rows = store.spec_measurements(dev.name, dev.runtime_version(), dev.threads, "onnx-int8")
+    assert len(rows) == 40
+    macs = report["macs_range"]
+    cheapest = min(sum(d.macs for d in space.layers(s)) for s in space.cheapest_candidates())
+    assert macs[0] <= 1.5 * cheapest  # the cheap end of the space is sampled
+    assert macs[1] / macs[0] > 20
+
+
+def test_rerun_reuses_every_measurement(calibrated) -> None:
+    base, space, _, store, settings, report, _ = calibrated
+    dev = CountingORT()
+    again = calibrate(space, dev, store, "onnx-int8", settings, root=base / "predictors")
+    assert dev.measured == 0  # the table and all 40 networks came from the store
+    assert again["holdout_errors"] == report["holdout_errors"]
+
+
+def test_interrupted_calibration_resumes(tmp_path: Path) -> None:
+    space = get_space("kws-dscnn", num_classes=12, config=SMALL)
+    store = Store(tmp_path / "s.sqlite")
+    settings = CalibrationSettings(samples=20, runs=3, warmup=1, lut_runs=3, batch=5, pool=1000)
+
+    n_table = len({d.key() for d in space.all_layers()}) + 1
+
+    class Dying(CountingORT):
+        def measure(self, artifact, runs=100, warmup=10, threads=None):  # type: ignore[no-untyped-def]
+            if self.measured >= n_table + 8:  # inside the sampled networks, after the table
+                raise KeyboardInterrupt
+            return super().measure(artifact, runs=runs, warmup=warmup, threads=threads)
+
+    with pytest.raises(KeyboardInterrupt):
+        calibrate(space, Dying(), store, "onnx-int8", settings, root=tmp_path / "p")
+    dev = CountingORT()
+    have = len(store.spec_measurements(dev.name, dev.runtime_version(), 1, "onnx-int8"))
+    assert 0 < have < 20
+    assert not (tmp_path / "p").exists() or not list((tmp_path / "p").rglob("*.json"))
+    report = calibrate(space, dev, store, "onnx-int8", settings, root=tmp_path / "p")
+    assert dev.measured == 20 - have and report["samples"] == 20
+
+
+def test_bad_settings_are_one_line_errors(tmp_path: Path) -> None:
+    space = get_space("kws-dscnn", num_classes=12, config=SMALL)
+    with pytest.raises(ConfigError, match="at least 10"):
+        Calibration(space, CountingORT(), Store(tmp_path / "s.sqlite"), "onnx-int8", CalibrationSettings(samples=3))
+    with pytest.raises(DeviceError, match="runs onnx models"):
+        calibrate(space, CountingORT(), Store(tmp_path / "s.sqlite"), "tflite-int8")
