@@ -145,6 +145,16 @@ def clip_wave(ds: AudioDataset, clip: Clip, rate: int, n: int, background: set[s
     return fit_length(wave, n).astype(np.float32, copy=False)
 
 
+def split_waves(ds: AudioDataset, split: str, cfg: DataConfig) -> np.ndarray:
+    """Raw waveforms of a split as the features see them (no noise): [N, clip_samples] float32."""
+    bg = set(ds.background)
+    clips = ds.splits[split]
+    out = np.empty((len(clips), cfg.clip_samples), np.float32)
+    for i, clip in enumerate(clips):
+        out[i] = clip_wave(ds, clip, cfg.sample_rate, cfg.clip_samples, bg)
+    return out
+
+
 def _mix_noise(wave: np.ndarray, index: int, background: list[str], rate: int) -> np.ndarray:
     rng = np.random.default_rng([NOISE_SEED, index])
     if rng.random() >= NOISE_PROBABILITY:

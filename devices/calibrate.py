@@ -57,6 +57,7 @@ class CalibrationSettings:
     bins: int = 8
     pool: int = 20000
     batch: int = 25  # specs built and measured per device call
+    passes: int = 3  # interleaved measurement passes over each batch, samples pooled
     folds: int = 5
 
 
@@ -70,6 +71,18 @@ class _Sample:
     macs: float
     table_ms: float
     measured: Measurement | None = None
+
+
+def _pool(ms: list[Measurement]) -> Measurement:
+    """One measurement from several passes over the same file: samples pooled, runs summed."""
+    from dataclasses import replace
+
+    samples = [x for m in ms for x in m.samples_ms]
+    pooled = Measurement.from_samples(samples, warmup=ms[0].warmup, runs=sum(m.runs for m in ms),
+                                      threads=ms[0].threads, runtime=ms[0].runtime,
+                                      runtime_version=ms[0].runtime_version, device=ms[0].device,
+                                      device_identity=ms[0].device_identity)
+    return replace(pooled, device_identity={**ms[0].device_identity, "passes": len(ms)})
 
 
 def default_predictor_root() -> Path:
@@ -185,13 +198,18 @@ class Calibration:
                 hashes = [file_hash(p) for p in paths]
                 t1 = time.perf_counter()
 
-                def done(i: int, m: Measurement, batch: list[_Sample] = batch, hashes: list[str] = hashes) -> None:
-                    self.store.put_measurement(hashes[i], m, kind="chain", fmt=self.fmt, spec_hash=batch[i].spec.hash())
-                    batch[i].measured = m
+                # ``passes`` interleaved passes over the batch: on a shared machine a model's median
+                # swings with the machine's state over seconds; samples pooled over passes spread
+                # in time are what one network's latency is, not one pass's luck.
+                got: list[list[Measurement]] = [[] for _ in batch]
+                for _ in range(self.s.passes):
+                    measure_many(self.device, paths, runs=self.s.runs, warmup=self.s.warmup,
+                                 threads=self.device.threads, on_result=lambda i, m, got=got: got[i].append(m))
+                for i, (smp, ms) in enumerate(zip(batch, got)):
+                    m = _pool(ms)
+                    self.store.put_measurement(hashes[i], m, kind="chain", fmt=self.fmt, spec_hash=smp.spec.hash())
+                    smp.measured = m
                     tick(1, ms=round(m.median_ms, 4))
-
-                measure_many(self.device, paths, runs=self.s.runs, warmup=self.s.warmup,
-                             threads=self.device.threads, on_result=done)
                 self.timings["build_s"] = self.timings.get("build_s", 0.0) + t1 - t0
                 self.timings["measure_s"] = self.timings.get("measure_s", 0.0) + time.perf_counter() - t1
 

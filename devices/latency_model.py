@@ -95,6 +95,9 @@ class MeasuredLatency:
         pred = self.a + self.b * x
         mape = float(np.mean(np.abs(pred - y) / y))
         raw_mape = float(np.mean(np.abs(x - y) / y))
+        rmse = float(np.sqrt(np.mean((pred - y) ** 2)))
+        raw_rmse = float(np.sqrt(np.mean((x - y) ** 2)))
         self.fit_info = {"samples": len(specs), "a_ms": self.a, "b": self.b, "mape_corrected": mape,
+                         "rmse_corrected_ms": rmse, "rmse_table_only_ms": raw_rmse,
                          "mape_table_only": raw_mape, "within_10pct": float(np.mean(np.abs(pred - y) / y <= 0.10))}
         return self.fit_info

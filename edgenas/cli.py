@@ -176,7 +176,9 @@ def _print_summary(m: dict[str, Any]) -> None:
     print(f"run: {m['run_dir']}")
     print(f"data config: {d['sample_rate']} Hz, {d['n_mfcc']} MFCC, window {d['win_ms']:g}/{d['hop_ms']:g} ms")
     acc = m["accuracy"]
-    print(f"test accuracy: fp32 {acc['test_fp32_torch']:.4f}, ONNX int8 {acc['test_int8_onnx']:.4f}")
+    print(f"test accuracy: fp32 {acc['test_fp32_torch']:.4f}, int8 on the device's format {acc['test_int8']:.4f}"
+          + "".join(f", {k[5:].replace('_', ' ')} {v:.4f}" for k, v in acc.items()
+                    if k.startswith("test_") and k[5:] not in ("fp32_torch", "int8")))
     lat = m["latency_ms"]
     print(f"latency on {m['device']}: int8 {lat['int8_median']:.4f} ms, fp32 {lat['fp32_median']:.4f} ms (median)")
     for name, b in m["budgets"].items():
@@ -184,6 +186,8 @@ def _print_summary(m: dict[str, Any]) -> None:
         f = 1 if name == "latency" else 1 / 1024
         print(f"budget {name}: measured {b['measured'] * f:.4g} {unit} vs {b['limit'] * f:.4g} {unit}: "
               f"{'holds' if b['holds'] else 'VIOLATED'}")
+    if m.get("bundle"):
+        print(f"bundle: {m['bundle']}")
     print(f"report: {m['run_dir']}/report.md")
 
 
@@ -277,6 +281,81 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _open_run(path_text: str) -> Any:
+    """A finished run directory given as a path (runs/kws/NAME) → (config, RunDir)."""
+    from edgenas import config as C
+    from edgenas.runs import RunDir
+
+    path = Path(path_text)
+    if not (path / "config.json").is_file() or not (path / "state.json").is_file():
+        raise EdgenasError(f"{path} is not an edgenas run directory (no config.json/state.json)")
+    try:
+        cfg = C.from_dict(json.loads((path / "config.json").read_text()))
+    except (json.JSONDecodeError, OSError) as e:
+        raise EdgenasError(f"cannot read {path / 'config.json'}: {e}") from None
+    return cfg, RunDir(path, resume=True)
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from edgenas.export.exporter import select
+    from edgenas.pipeline import Pipeline
+    from edgenas.spec import ArchSpec
+
+    fmts, quants = select(a.format, a.quant)
+    cfg, run = _open_run(a.run)
+    printer = ProgressPrinter(a.quiet)
+    with run:
+        if not run.file("arch.json").is_file():
+            raise EdgenasError(f"run {run.path} has no derived architecture (arch.json) yet")
+        spec = ArchSpec.from_dict(json.loads(run.file("arch.json").read_text()))
+        report = Pipeline(cfg, run, sink=printer).export(spec, fmts, quants)
+    if a.json:
+        print(json.dumps(report, default=float))
+        return 0 if not report["failed"] else 1
+    for key, r in report["models"].items():
+        if r["status"] == "ok":
+            extra = f", test acc {r['test_acc']:.4f}, agreement with fp32 {r['argmax_agreement']:.4f}"
+            if r["format"] == "tflite":
+                extra += f", {r['tflm']}"
+            print(f"{run.path / 'export' / r['file']}: ok{extra}")
+        else:
+            print(f"{run.path / 'export' / r['file']}: FAILED verification: {'; '.join(r['failures'])}")
+    for fmt, r in (report["frontend"] or {}).items():
+        if isinstance(r, dict) and r.get("status") == "ok":
+            raw = f", raw audio → int8 model {r['raw_audio_int8_acc']:.4f}" if "raw_audio_int8_acc" in r else ""
+            print(f"{run.path / 'export' / r['file']}: ok, max abs diff vs training features "
+                  f"{r['max_abs_diff_vs_training_features']:.1e}{raw}")
+    if report.get("bundle"):
+        print(f"bundle: {report['bundle']['dir']} ({report['bundle']['tarball']})")
+    print(f"report: {run.path / 'export' / 'report.md'}")
+    if report["failed"]:
+        raise EdgenasError(f"{len(report['failed'])} export(s) failed verification: {', '.join(report['failed'])}")
+    return 0
+
+
+def cmd_deploy(a: argparse.Namespace) -> int:
+    from edgenas.devices.deploy import deploy_bundle
+
+    run = Path(a.run)
+    bundle = run / "bundle" if (run / "bundle").is_dir() else run
+    if not (bundle / "bundle.json").is_file():
+        raise EdgenasError(f"no deployment bundle in {run}; run `edgenas export {run} --format all` first")
+    if a.wav and not Path(a.wav).is_file():
+        raise EdgenasError(f"wav file not found: {a.wav}")
+    printer = ProgressPrinter(a.quiet)
+    res = deploy_bundle(a.device, bundle, wav=Path(a.wav) if a.wav else None, bench_runs=a.bench_runs, sink=printer)
+    if a.json:
+        print(json.dumps(res, default=str))
+        return 0
+    print(f"{res['device']}: {res['label']} (score {res['score']:.3f}) on {res['clip_source']} "
+          f"[{res['runtime']}, bundle in {res['remote_dir']}]")
+    lat = res.get("end_to_end_ms")
+    if lat:
+        print(f"end-to-end latency (front end + model): median {lat['median']:.3f} ms, p90 {lat['p90']:.3f} ms "
+              f"over {lat['runs']} runs")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from edgenas import __version__
 
@@ -289,6 +368,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _search_parser(sub)
     _calibrate_parser(sub)
+    e = sub.add_parser("export", help="export a trained run: ONNX / TFLite, fp32 / int8, verified, plus the bundle",
+                       description="Export a finished run's model in the requested formats, verify every file "
+                                   "(parity, integer-only, TRANSPOSE-free, TFLM ops, accuracy), export the audio front "
+                                   "end, and build the deployment bundle (bundle/ and bundle.tar.gz).",
+                       epilog="examples:\n  edgenas export runs/kws/myrun --format tflite --quant int8\n"
+                              "  edgenas export runs/kws/myrun --format all",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("run", help="run directory, e.g. runs/kws/NAME")
+    e.add_argument("--format", default="all", help="onnx, tflite or all (default all)")
+    e.add_argument("--quant", default="all", help="int8, fp32 or all (default all)")
+    e.add_argument("--json", action="store_true", help="print the export report as JSON")
+    e.add_argument("--quiet", action="store_true", help="no progress output")
+    dp = sub.add_parser("deploy", help="copy a run's bundle to an SSH board, run it on a clip and time it",
+                        description="Copy the run's deployment bundle to an SSH board, check the board has a runtime, "
+                                    "run infer.py on a clip (the bundle's sample or --wav) with --bench, and print the "
+                                    "prediction and the end-to-end latency (front end + model).",
+                        epilog="examples:\n  edgenas deploy runs/kws/myrun --device rpi4\n"
+                               "  edgenas deploy runs/kws/myrun --device ./board.toml --wav yes.wav",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    dp.add_argument("run", help="run directory (with bundle/) or a bundle directory")
+    dp.add_argument("--device", required=True, help="SSH board profile name or .toml file")
+    dp.add_argument("--wav", help="clip to classify (default: the bundle's sample.wav)")
+    dp.add_argument("--bench-runs", type=int, default=50, help="timed end-to-end runs (default 50)")
+    dp.add_argument("--json", action="store_true", help="machine-readable output")
+    dp.add_argument("--quiet", action="store_true", help="no progress output")
     d = sub.add_parser("devices", help="list device profiles or check one",
                        description="`edgenas devices [list]` lists the device profiles (built-in and user TOML files); "
                                    "`edgenas devices check NAME` connects to the device and reports its runtime.")
@@ -310,7 +414,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # torch op would steal the cores a latency measurement runs on. Must be set before torch loads.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
-        return {"search": cmd_search, "calibrate": cmd_calibrate, "devices": cmd_devices}[a.command](a)
+        return {"search": cmd_search, "calibrate": cmd_calibrate, "export": cmd_export, "deploy": cmd_deploy,
+                "devices": cmd_devices}[a.command](a)
     except EdgenasError as e:
         print(f"edgenas: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -26,7 +26,7 @@ class MeasureConfig:
     runs: int = 200
     warmup: int = 20
     threads: int = 1
-    latency_format: str = "onnx-int8"  # the artifact the latency budget applies to (what ships)
+    latency_quant: str = "int8"  # the model the latency budget applies to (what ships), in the device's format
     lut_runs: int = 30
     chain_runs: int = 50  # runs per whole-network (chain) latency measurement
     chain_samples: int = 40  # sampled specs the table correction is fitted on

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import platform
 import time
 from pathlib import Path
@@ -94,9 +95,6 @@ class Pipeline:
             from edgenas.devices.registry import get_device
 
             dev = get_device(self.cfg.device, threads=self.cfg.measure.threads)
-            if dev.artifact_format != "onnx":
-                raise ConfigError(f"device {self.cfg.device} runs {dev.artifact_format} models, but the search "
-                                  "pipeline measures ONNX models so far; use an ONNX Runtime device profile")
             dev.check()
             self._device = dev
         return self._device
@@ -115,14 +113,20 @@ class Pipeline:
         fs = load_features(self.dataset, split, data_cfg, cache_dir=self.cache_dir, sink=self.sink)
         return SplitTensors(torch.from_numpy(np.ascontiguousarray(fs.x)), torch.from_numpy(fs.y).long())
 
+    @property
+    def latency_fmt(self) -> str:
+        """The artifact the latency budget applies to: the device's format at ``measure.latency_quant``."""
+        q = self.cfg.measure.latency_quant
+        if q not in ("int8", "fp32"):
+            raise ConfigError(f"measure.latency_quant must be int8 or fp32, got {q!r}")
+        return f"{self.device.artifact_format}-{q}"
+
     def latency_table(self) -> Any:
         if self._lut is None:
             from edgenas.devices.latency_table import build_latency_table
 
-            fmt = self.cfg.measure.latency_format
-            if fmt != f"{self.device.artifact_format}-int8" and fmt != f"{self.device.artifact_format}-fp32":
-                raise ConfigError(f"measure.latency_format {fmt!r} does not fit device {self.cfg.device}")
-            self._lut = build_latency_table(self.device, self.space.all_layers(), self.store, fmt, sink=self.sink,
+            self._lut = build_latency_table(self.device, self.space.all_layers(), self.store, self.latency_fmt,
+                                            sink=self.sink,
                                             runs=self.cfg.measure.lut_runs, warmup=5)
         return self._lut
 
@@ -138,7 +142,7 @@ class Pipeline:
         from edgenas.devices.latency_table import LatencyTable
         from edgenas.devices.predictor import LatencyPredictor, PredictedLatency, predictor_path
 
-        fmt, dev, space = self.cfg.measure.latency_format, self.device, self.space
+        fmt, dev, space = self.latency_fmt, self.device, self.space
         path = predictor_path(default_predictor_root(), dev.name, space.name, space.version, fmt)
         if not path.exists():
             self.sink("latency.model", kind="table", reason=f"no calibrated predictor at {path}")
@@ -166,7 +170,7 @@ class Pipeline:
         from edgenas.devices.latency_model import MeasuredLatency
 
         m = self.cfg.measure
-        model = MeasuredLatency(self.space, self.device, self.store, self.latency_table(), m.latency_format,
+        model = MeasuredLatency(self.space, self.device, self.store, self.latency_table(), self.latency_fmt,
                                 runs=m.chain_runs, warmup=10, sink=self.sink)
         if self.run.done("budgets") and self.run.result("budgets").get("latency_fit"):
             fit = self.run.result("budgets")["latency_fit"]
@@ -279,11 +283,11 @@ class Pipeline:
         return {"spec": repaired.to_dict(), "hash": repaired.hash(), "derived_hash": spec.hash(),
                 "repairs": [s.__dict__ for s in switches], "estimates": est}
 
-    def estimates(self, spec: ArchSpec) -> dict[str, float]:
+    def estimates(self, spec: ArchSpec, latency: bool = True) -> dict[str, float]:
         space = self.space
         est = {"macs": cost.macs(space).cost(spec), "params": cost.params(space).cost(spec),
                "flash_bytes": cost.flash(space).cost(spec), "ram_bytes": cost.peak_ram(space).cost(spec)}
-        if self.cfg.max_latency_ms > 0:
+        if latency and self.cfg.max_latency_ms > 0:
             est["latency_ms"] = self.latency_model().cost(spec)
             est["latency_table_ms"] = self.latency_model().table_ms(spec)
         return est
@@ -314,40 +318,78 @@ class Pipeline:
         model.load_state_dict(torch.load(self.run.file("model.pt"), weights_only=True))
         return model.eval()
 
-    def _stage_export(self, spec: ArchSpec) -> dict[str, Any]:
-        from edgenas.export.onnx_export import (QUANT_INT8, check_parity, export_onnx_fp32, model_metadata,
-                                                quantize_int8, run_onnx)
+    def export_formats(self) -> list[str]:
+        """ONNX always; TFLite when TensorFlow is installed (or the device runs TFLite, then it must be)."""
+        import importlib.util
 
-        model = self.load_model(spec)
-        te = self.features("test", spec.data)
-        tr = self.features("train", spec.data)
-        fp32 = export_onnx_fp32(model, (1, 1, *spec.data.feature_shape), self.run.file("model.onnx"),
-                                model_metadata(spec), dynamic_batch=False)
-        parity = check_parity(model, fp32, te.x[:256].numpy())
-        rng = np.random.default_rng(self.cfg.seed)
-        calib = tr.x.numpy()[rng.permutation(len(tr.y))[:300]]
-        int8 = quantize_int8(fp32, self.run.file("model.int8.onnx"), calib, model_metadata(spec, QUANT_INT8))
-        ref = predict(model, te.x).argmax(1).numpy()
-        y = te.y.numpy()
-        out: dict[str, Any] = {"parity_max_abs_diff": parity}
-        for key, path in (("fp32", fp32), ("int8", int8)):
-            pred = run_onnx(path, te.x.numpy()).argmax(1)
-            out[f"test_acc_onnx_{key}"] = float((pred == y).mean()) if len(y) else float("nan")
-            out[f"argmax_agreement_{key}"] = float((pred == ref).mean()) if len(y) else float("nan")
-        return out
+        fmts = ["onnx"]
+        if importlib.util.find_spec("tensorflow") is not None:
+            fmts.append("tflite")
+        elif self.device.artifact_format == "tflite":
+            raise ConfigError(f"device {self.cfg.device} runs TFLite models; pip install 'edgenas[tflite]'")
+        return fmts
+
+    def export(self, spec: ArchSpec, formats: list[str] | None = None, quants: list[str] | None = None) -> dict[str, Any]:
+        """Export the trained model (every format, verified) into ``export/`` and build ``bundle/``."""
+        from edgenas.datasets.features import split_waves
+        from edgenas.export.bundle import make_bundle
+        from edgenas.export.exporter import QUANTS, ExportJob, export_network
+
+        if not self.run.file("model.pt").exists():
+            raise EdgenasError(f"run {self.run.path} has no trained model (model.pt); finish it with "
+                               "`edgenas search --resume --name …` first")
+        try:
+            model = self.load_model(spec)
+        except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:
+            raise EdgenasError(f"cannot load {self.run.file('model.pt')}: "
+                               f"{(str(e).strip().splitlines() or [type(e).__name__])[0]}") from None
+        te, tr = self.features("test", spec.data), self.features("train", spec.data)
+        job = ExportJob(model=model, spec=spec, out_dir=self.run.file("export"), calibration=tr.x.numpy(),
+                        test_x=te.x.numpy(), test_y=te.y.numpy(),
+                        test_audio=split_waves(self.dataset, "test", spec.data),
+                        estimates=self.estimates(spec, latency=False), formats=formats or self.export_formats(),
+                        quants=quants or list(QUANTS), seed=self.cfg.seed)
+        report = export_network(job, sink=self.sink)
+        models = {f: self.run.file("export") / r["file"] for f in job.formats
+                  if (r := report["models"].get(f"{f}-int8")) and r["status"] == "ok"}
+        fronts = {f: self.run.file("export") / r["file"] for f in job.formats
+                  if (r := (report["frontend"] or {}).get(f)) and r["status"] == "ok"}
+        if models and fronts:
+            sample = next((c.path for c in self.dataset.splits["test"] if c.path), None)
+            b = make_bundle(self.run.path, models=models, frontends=fronts, labels=list(self.dataset.classes),
+                            spec=spec, metadata={"run": self.run.path.name, "test_acc_fp32_torch":
+                                                 report["test_acc_fp32_torch"]},
+                            sample_wav=Path(sample) if sample else None)
+            report["bundle"] = {"dir": b["bundle_dir"], "tarball": b["tarball"], "hash": b["bundle_hash"]}
+        return report
+
+    def _stage_export(self, spec: ArchSpec) -> dict[str, Any]:
+        report = self.export(spec)
+        return {"models": {k: {kk: v.get(kk) for kk in ("file", "status", "test_acc", "argmax_agreement",
+                                                            "max_abs_diff_vs_torch", "failures")}
+                           for k, v in report["models"].items()},
+                "frontend": report["frontend"], "bundle": report.get("bundle"),
+                "test_acc_fp32_torch": report["test_acc_fp32_torch"]}
 
     def _stage_measure(self, spec: ArchSpec) -> dict[str, Any]:
         from edgenas.devices.measure import measure_cached
-        from edgenas.export.graph_memory import onnx_memory_report
 
         m = self.cfg.measure
-        out: dict[str, Any] = {"device": self.cfg.device, "device_info": self.device.info()}
-        for key, name in (("fp32", "model.onnx"), ("int8", "model.int8.onnx")):
-            meas = measure_cached(self.device, self.store, self.run.file(name), kind="model", fmt=f"onnx-{key}",
+        fmt = self.device.artifact_format
+        models = self.run.result("export")["models"]
+        out: dict[str, Any] = {"device": self.cfg.device, "device_info": self.device.info(), "format": fmt}
+        report = self.run.read_json("export/report.json")
+        for key in ("fp32", "int8"):
+            rec = models.get(f"{fmt}-{key}")
+            if not rec or rec["status"] != "ok":
+                raise EdgenasError(f"the {fmt} {key} model failed verification and is not shipped: "
+                                   f"{'; '.join((rec or {}).get('failures') or ['not exported'])}")
+            path = self.run.file("export") / rec["file"]
+            meas = measure_cached(self.device, self.store, path, kind="model", fmt=f"{fmt}-{key}",
                                   spec_hash=spec.hash(), runs=m.runs, warmup=m.warmup)
-            mem = onnx_memory_report(self.run.file(name))
-            out[key] = {"latency": meas.to_dict(), "flash_bytes": mem["flash_bytes"],
-                        "peak_activation_bytes": mem["peak_activation_bytes"], "weight_bytes": mem["weight_bytes"]}
+            ver = report["models"][f"{fmt}-{key}"]["verification"]
+            out[key] = {"file": rec["file"], "latency": meas.to_dict(), "flash_bytes": ver["flash_bytes"],
+                        "peak_activation_bytes": ver["peak_activation_bytes"], "weight_bytes": ver["weight_bytes"]}
         return out
 
     def _stage_report(self, spec: ArchSpec) -> dict[str, Any]:

@@ -16,7 +16,8 @@ def build_metrics(p: "Pipeline", spec: ArchSpec) -> dict[str, Any]:
     run, cfg = p.run, p.cfg
     data, derive = run.result("data"), run.result("derive")
     train, export, meas = run.result("train"), run.result("export"), run.result("measure")
-    shipped = cfg.measure.latency_format.split("-")[-1]  # the artifact the budgets apply to
+    shipped = cfg.measure.latency_quant  # the model the budgets apply to
+    fmt = meas["format"]
     measured = {
         "latency": meas[shipped]["latency"]["median_ms"],
         "ram": meas[shipped]["peak_activation_bytes"],
@@ -30,7 +31,7 @@ def build_metrics(p: "Pipeline", spec: ArchSpec) -> dict[str, Any]:
         if limit > 0:
             budgets[name] = {"limit": limit, "measured": measured[name], "estimated": estimated[name],
                              "unit": "ms" if name == "latency" else "bytes", "holds": measured[name] <= limit,
-                             "artifact": f"onnx-{shipped}"}
+                             "artifact": meas[shipped]["file"]}
     stage_s = {k: v["seconds"] for k, v in run.state["stages"].items()}
     return {
         "run_dir": str(run.path),
@@ -41,14 +42,22 @@ def build_metrics(p: "Pipeline", spec: ArchSpec) -> dict[str, Any]:
         "arch_hash": spec.hash(),
         "data_config": spec.data.to_dict(),
         "choices": spec.choices,
-        "accuracy": {"test_fp32_torch": train["test_acc_fp32_torch"], "test_fp32_onnx": export["test_acc_onnx_fp32"],
-                     "test_int8_onnx": export["test_acc_onnx_int8"],
-                     "argmax_agreement_int8": export["argmax_agreement_int8"]},
+        "accuracy": {"test_fp32_torch": train["test_acc_fp32_torch"],
+                     **{f"test_{k.replace('-', '_')}": v["test_acc"] for k, v in export["models"].items()},
+                     **{f"argmax_agreement_{k.replace('-', '_')}": v["argmax_agreement"]
+                        for k, v in export["models"].items() if k.endswith("int8")},
+                     "test_int8": export["models"][f"{fmt}-int8"]["test_acc"],
+                     "argmax_agreement_int8": export["models"][f"{fmt}-int8"]["argmax_agreement"],
+                     "raw_audio_int8": {f: r.get("raw_audio_int8_acc") for f, r in (export["frontend"] or {}).items()
+                                        if isinstance(r, dict)}},
+        "exports": {k: v["status"] for k, v in export["models"].items()},
+        "bundle": (export.get("bundle") or {}).get("tarball"),
         "latency_ms": {"fp32_median": meas["fp32"]["latency"]["median_ms"], "fp32_p90": meas["fp32"]["latency"]["p90_ms"],
                        "int8_median": meas["int8"]["latency"]["median_ms"], "int8_p90": meas["int8"]["latency"]["p90_ms"],
                        "predicted": estimated["latency"],
                        "predicted_by": (run.result("budgets").get("latency_model") or {}).get("kind")},
-        "ram_bytes": {"int8_graph": meas["int8"]["peak_activation_bytes"], "estimated": estimated["ram"]},
+        "ram_bytes": {"int8_graph": meas["int8"]["peak_activation_bytes"], "estimated": estimated["ram"],
+                      "artifact": meas["int8"]["file"]},
         "flash_bytes": {"int8_file": meas["int8"]["flash_bytes"], "fp32_file": meas["fp32"]["flash_bytes"],
                         "estimated": estimated["flash"]},
         "macs": derive["estimates"]["macs"],
@@ -96,8 +105,11 @@ def render_report(p: "Pipeline", spec: ArchSpec, m: dict[str, Any]) -> str:
         f"{len(data['classes'])} classes, speakers per split {data['speakers']}",
         f"- data configuration: {d.sample_rate} Hz, {d.n_mfcc} MFCC of {d.n_mels} mel bands, window {d.win_ms:g} ms / "
         f"hop {d.hop_ms:g} ms (FFT {d.n_fft}), input {d.n_frames}×{d.n_mfcc}",
-        f"- test accuracy: PyTorch fp32 {acc['test_fp32_torch']:.4f} · ONNX fp32 {acc['test_fp32_onnx']:.4f} · "
-        f"ONNX int8 {acc['test_int8_onnx']:.4f} (int8/fp32 argmax agreement {acc['argmax_agreement_int8']:.4f})",
+        f"- test accuracy: PyTorch fp32 {acc['test_fp32_torch']:.4f} · "
+        + " · ".join(f"{k.replace('-', ' ')} {v['test_acc']:.4f}" for k, v in run.result("export")["models"].items()
+                     if v["status"] == "ok")
+        + f" (int8/fp32 argmax agreement on the device's format {acc['argmax_agreement_int8']:.4f}); "
+        "details in `export/report.md`",
         f"- measured latency on {cfg.device} ({cfg.measure.threads} thread): fp32 {m['latency_ms']['fp32_median']:.4f} ms "
         f"(p90 {m['latency_ms']['fp32_p90']:.4f}), int8 {m['latency_ms']['int8_median']:.4f} ms "
         f"(p90 {m['latency_ms']['int8_p90']:.4f}); predicted before training {_fmt(m['latency_ms']['predicted'], ' ms')} "
@@ -168,6 +180,7 @@ def render_report(p: "Pipeline", spec: ArchSpec, m: dict[str, Any]) -> str:
     lines += ["", "## Stage times", "", "| stage | seconds |", "|---|---|"]
     for k, v in m["stage_seconds"].items():
         lines.append(f"| {k} | {v:.1f} |")
-    lines += ["", "Files: `config.json` (resolved config), `arch.json`, `model.pt`, `model.onnx`, `model.int8.onnx`, "
+    lines += ["", "Files: `config.json` (resolved config), `arch.json`, `model.pt`, `export/` (model.{fp32,int8}.{onnx,tflite}, "
+              "frontend.fp32.{onnx,tflite}, report.md), `bundle/` and `bundle.tar.gz` (for `edgenas deploy`), "
               "`metrics.json`, `search.json`, `events.jsonl`, `checkpoints/`.", ""]
     return "\n".join(lines)

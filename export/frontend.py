@@ -161,14 +161,11 @@ def _quiet_tf() -> Iterator[None]:
 
 
 def _import_tf() -> Any:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    """TensorFlow through the one guarded import (triton first, quiet, the extra named if missing)."""
+    from edgenas.export.keras_build import import_tf
+
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    try:
-        with _quiet_tf():
-            import tensorflow as tf
-    except ImportError as e:
-        raise ExportError(f"TFLite export needs TensorFlow ({e}); install it with {TFLITE_INSTALL_HINT}") from None
-    return tf
+    return import_tf()[0]
 
 
 def _atomic_write_bytes(data: bytes, path: Path) -> None:

@@ -279,7 +279,6 @@ def chain_model(layers: Sequence[LayerDesc], fmt: str = "onnx-fp32", seed: int =
 
 # ---- any format: the files a latency table and a latency model measure --------------------------
 LATENCY_FORMATS = FORMATS + ("tflite-int8", "tflite-fp32")
-TFLITE_CALIBRATION_SAMPLES = 8
 
 
 def _save_onnx(model: Any, path: Path) -> Path:
@@ -290,18 +289,17 @@ def _save_onnx(model: Any, path: Path) -> Path:
 
 
 def _save_tflite(module: Any, in_shape: Sequence[int], fmt: str, path: Path) -> Path:
-    """A torch module with random weights as TFLite: int8 calibrated on a few random inputs
-    (latency does not depend on weight or activation values, only on the graph)."""
+    """A torch module with random weights as TFLite (int8 calibrated on a few random inputs:
+    latency does not depend on weight or activation values, only on the graph)."""
     import torch
 
-    from edgenas.export.tflite_export import export_tflite
+    from edgenas.export.tflite_export import export_tflite, tflite_int8_random
 
-    module.eval()
-    rng = np.random.default_rng(0)
-    calib = rng.standard_normal((TFLITE_CALIBRATION_SAMPLES, *in_shape)).astype(np.float32)
+    module = torch.nn.Sequential(module).eval()  # fx traces a bare root module's parameters as attributes
     with torch.no_grad():
-        return export_tflite(module, (1, *in_shape), path, quant="int8" if fmt == "tflite-int8" else "fp32",
-                             calibration=calib if fmt == "tflite-int8" else None)
+        if fmt == "tflite-int8":
+            return tflite_int8_random(module, (1, *in_shape), path)
+        return export_tflite(module, (1, *in_shape), path, quant="fp32")
 
 
 def _check_latency_fmt(fmt: str) -> None:

@@ -19,6 +19,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+# triton (loaded lazily by torch._dynamo on the first torch.optim.Adam) segfaults when its native
+# library loads after TensorFlow's; edgenas imports TensorFlow only through keras_build.import_tf,
+# which loads triton first. Some tests import TensorFlow directly, so load triton first here too.
+with contextlib.suppress(Exception):
+    import triton  # noqa: F401
+
 TONE_RATE = 8000
 TONE_SECONDS = 0.5
 DIGITS = (0, 1, 2)

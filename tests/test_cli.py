@@ -20,7 +20,10 @@ import pytest
 
 from edgenas.spec import ArchSpec
 
-ARTIFACTS = ("config.json", "arch.json", "model.pt", "model.onnx", "model.int8.onnx", "metrics.json", "report.md")
+ARTIFACTS = ("config.json", "arch.json", "model.pt", "export/model.fp32.onnx", "export/model.int8.onnx",
+             "export/model.fp32.tflite", "export/model.int8.tflite", "export/frontend.fp32.onnx",
+             "export/frontend.fp32.tflite", "export/report.md", "bundle/bundle.json", "bundle.tar.gz", "metrics.json",
+             "report.md")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -68,13 +71,14 @@ def test_e2e_json_on_stdout(finished_run) -> None:
     for name, b in m["budgets"].items():
         assert isinstance(b["holds"], bool)
         assert b["holds"] == (b["measured"] <= b["limit"])
-        assert b["artifact"] == "onnx-int8"
+        assert b["artifact"] == "model.int8.onnx"
     assert m["budgets"]["ram"]["limit"] == 64 * 1024 and m["budgets"]["latency"]["limit"] == 5.0
     assert m["budgets"]["latency"]["estimated"] > 0  # predicted by the measured latency table
     assert m["all_budgets_hold"] == all(b["holds"] for b in m["budgets"].values())
     assert m["latency_ms"]["int8_median"] > 0 and m["latency_ms"]["fp32_median"] > 0
     assert m["budgets"]["latency"]["measured"] == m["latency_ms"]["int8_median"]
-    for k in ("test_fp32_torch", "test_fp32_onnx", "test_int8_onnx", "argmax_agreement_int8"):
+    for k in ("test_fp32_torch", "test_onnx_fp32", "test_onnx_int8", "test_tflite_fp32", "test_tflite_int8",
+              "argmax_agreement_int8", "argmax_agreement_tflite_int8"):
         assert 0.0 <= m["accuracy"][k] <= 1.0, k
     assert m["dataset"]["splits"] == {"train": 24, "val": 24, "test": 24}  # s0 train, s1 val, s2 test
     assert m["dataset"]["synthetic"] is False
@@ -96,14 +100,21 @@ def test_e2e_artifacts_agree(finished_run) -> None:
     assert cfg["space"]["widths"] == [8, 16] and cfg["space"]["n_blocks"] == 2
     assert cfg["search"]["epochs"] == 2 and cfg["train"]["epochs"] == 3 and cfg["test_speakers"] == ["s2"]
     assert cfg["measure"]["runs"] == 20 and cfg["max_ram_kb"] == 64.0
-    for name in ("model.onnx", "model.int8.onnx"):
+    for name in ("export/model.fp32.onnx", "export/model.int8.onnx"):
         md = read_metadata(path / name)
         assert md["arch_hash"] == spec.hash()
         sess = ort.InferenceSession(str(path / name), providers=["CPUExecutionProvider"])
         x = np.zeros((1, 1, *spec.data.feature_shape), np.float32)
         (out,) = sess.run(None, {sess.get_inputs()[0].name: x})
         assert out.shape == (1, 10)
-    assert read_metadata(path / "model.int8.onnx")["quant_scheme"] != read_metadata(path / "model.onnx")["quant_scheme"]
+    assert (read_metadata(path / "export/model.int8.onnx")["quant_scheme"]
+            != read_metadata(path / "export/model.fp32.onnx")["quant_scheme"])
+    assert m["exports"] == {"onnx-fp32": "ok", "onnx-int8": "ok", "tflite-fp32": "ok", "tflite-int8": "ok"}
+    export = json.loads((path / "export" / "report.json").read_text())
+    assert export["models"]["tflite-int8"]["verification"]["fully_int8"] is True
+    assert export["models"]["tflite-int8"]["transpose_ops"] == 0
+    assert export["models"]["onnx-fp32"]["max_abs_diff_vs_torch"] <= 1e-4
+    assert export["frontend"]["tflite"]["max_abs_diff_vs_training_features"] < 1e-3
     report = (path / "report.md").read_text()
     assert "## Budgets (as measured)" in report and "--max-ram-kb" in report and "--max-latency-ms" in report
     assert m["arch_hash"] in report
@@ -111,13 +122,13 @@ def test_e2e_artifacts_agree(finished_run) -> None:
 
 def test_resume_of_a_finished_run_is_a_noop(finished_run, cli) -> None:
     state_before = (finished_run.path / "state.json").read_text()
-    onnx_mtime = (finished_run.path / "model.int8.onnx").stat().st_mtime_ns
+    onnx_mtime = (finished_run.path / "export/model.int8.onnx").stat().st_mtime_ns
     res = cli(["search", "--runs-dir", str(finished_run.runs_dir), "--name", finished_run.name, "--resume",
                "--json"])
     assert res.code == 0, res.err
     assert res.json() == finished_run.result.json()
     assert (finished_run.path / "state.json").read_text() == state_before
-    assert (finished_run.path / "model.int8.onnx").stat().st_mtime_ns == onnx_mtime
+    assert (finished_run.path / "export/model.int8.onnx").stat().st_mtime_ns == onnx_mtime
     assert "already done, skipped" in res.err
 
 
@@ -157,7 +168,7 @@ def test_interrupted_run_resumes(tone_fsdd: Path, tmp_path: Path, cli, tiny_sets
     run = runs / "kws" / "intr"
     state = json.loads((run / "state.json").read_text())
     assert set(state["stages"]) == {"config", "data", "budgets", "search", "derive", "train"}
-    assert not (run / "model.onnx").exists() and not (run / "metrics.json").exists()
+    assert not (run / "export/model.fp32.onnx").exists() and not (run / "metrics.json").exists()
 
     res = cli(["search", "--runs-dir", str(runs), "--name", "intr", "--resume", "--json"])
     assert res.code == 0, res.err
@@ -188,8 +199,8 @@ def _cheapest_latency(run_dir: Path, store: Path) -> float:
 
     dev = get_device("onnxruntime-cpu")
     with Store(store) as st:  # the run measured every cheapest candidate; the store returns those figures
-        table = load_latency_table(dev, st, cfg.measure.latency_format)
-        lat = MeasuredLatency(space, dev, st, table, cfg.measure.latency_format, runs=cfg.measure.chain_runs)
+        table = load_latency_table(dev, st, "onnx-int8")
+        lat = MeasuredLatency(space, dev, st, table, "onnx-int8", runs=cfg.measure.chain_runs)
         return min(lat.cost(s) for s in space.cheapest_candidates())
 
 

@@ -92,7 +92,7 @@ def test_interrupted_calibration_resumes(tmp_path: Path) -> None:
 
     class Dying(CountingORT):
         def measure(self, artifact, runs=100, warmup=10, threads=None):  # type: ignore[no-untyped-def]
-            if self.measured >= n_table + 8:  # inside the sampled networks, after the table
+            if self.measured >= n_table + settings.passes * 5 + 4:  # inside the 2nd batch of networks
                 raise KeyboardInterrupt
             return super().measure(artifact, runs=runs, warmup=warmup, threads=threads)
 
@@ -103,7 +103,8 @@ def test_interrupted_calibration_resumes(tmp_path: Path) -> None:
     assert 0 < have < 20
     assert not (tmp_path / "p").exists() or not list((tmp_path / "p").rglob("*.json"))
     report = calibrate(space, dev, store, "onnx-int8", settings, root=tmp_path / "p")
-    assert dev.measured == 20 - have and report["samples"] == 20
+    assert have == 5  # the first batch, stored after its passes
+    assert dev.measured == (20 - have) * settings.passes and report["samples"] == 20
 
 
 def test_bad_settings_are_one_line_errors(tmp_path: Path) -> None:

@@ -115,7 +115,7 @@ def test_test_split_is_read_only_after_final_training(interrupted: Interrupted) 
 
 def test_resumed_run_is_complete_and_consistent(interrupted: Interrupted) -> None:
     path, m = interrupted.path, interrupted.metrics
-    for name in ("config.json", "arch.json", "model.pt", "model.onnx", "model.int8.onnx", "metrics.json",
+    for name in ("config.json", "arch.json", "model.pt", "export/model.fp32.onnx", "export/model.int8.onnx", "metrics.json",
                  "report.md", "search.json"):
         assert (path / name).is_file(), name
     assert json.loads((path / "metrics.json").read_text()) == json.loads(json.dumps(m))
@@ -135,11 +135,11 @@ def test_resumed_run_is_complete_and_consistent(interrupted: Interrupted) -> Non
     assert 0 <= m["accuracy"]["argmax_agreement_int8"] <= 1
 
 
-def test_latency_format_must_fit_the_device(tone_fsdd: Path, tmp_path: Path) -> None:
+def test_latency_quant_must_be_int8_or_fp32(tone_fsdd: Path, tmp_path: Path) -> None:
     cfg = _cfg(tone_fsdd, max_latency_ms=1.0)
-    cfg = replace(cfg, measure=replace(cfg.measure, latency_format="tflite-int8"))
+    cfg = replace(cfg, measure=replace(cfg.measure, latency_quant="int4"))
     with RunDir(tmp_path / "r", resume=False) as run:
-        with pytest.raises(ConfigError, match="'tflite-int8' does not fit device onnxruntime-cpu"):
+        with pytest.raises(ConfigError, match="latency_quant must be int8 or fp32"):
             P.Pipeline(cfg, run).constraints()
 
 

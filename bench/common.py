@@ -1,0 +1,84 @@
+"""Shared plumbing of the benchmarks: arguments, output files (JSON, Markdown table, plot).
+
+Every benchmark is one command that writes ``<out>/<name>.json``, ``<out>/<name>.md`` and
+``<out>/<name>.png`` (default ``bench/results``), prints the Markdown table, and has a
+``--quick`` mode. Benchmarks read data by path (``../shared/data`` by default) and use their own
+measurement store and cache unless ``EDGENAS_STORE`` / ``EDGENAS_CACHE`` are set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data"
+DEFAULT_OUT = ROOT / "bench" / "results"
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="the ≤ 20-minute subset")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA, help="shared sample data folder")
+    return p
+
+
+def use_bench_dirs(out: Path) -> None:
+    """A store and cache of the benchmarks' own unless the caller set them."""
+    os.environ.setdefault("EDGENAS_CACHE", str(out / "cache"))
+    os.environ.setdefault("EDGENAS_STORE", str(out / "cache" / "bench.sqlite"))
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def environment() -> dict[str, Any]:
+    import torch
+
+    import edgenas
+
+    return {"edgenas": edgenas.__version__, "python": platform.python_version(), "torch": torch.__version__,
+            "machine": platform.machine(), "cpus": os.cpu_count(), "host": platform.node(),
+            "date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write(out: Path, name: str, data: dict[str, Any], markdown: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    data = {"environment": environment(), **data}
+    (out / f"{name}.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
+    (out / f"{name}.md").write_text(markdown + "\n")
+    print(markdown)
+
+
+def pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install 'edgenas[bench]'); no plot written", file=sys.stderr)
+        return None
+    return plt

@@ -1,0 +1,337 @@
+"""Search quality (KWS): edgenas vs hand-designed baselines vs random search, at equal latency budgets.
+
+Methods, all trained with the same recipe (``TrainConfig``: epochs, optimiser, augmentation) and
+evaluated on the same never-seen test split, exported in the device's format, int8, and measured
+on the device:
+
+* ``edgenas`` — the joint data + architecture search (``edgenas search``, as a user runs it);
+* ``edgenas-fixed-data`` — the same search with the data configuration fixed to the standard one
+  (10 MFCC, 40 ms window, 20 ms hop) — what searching the data configuration buys;
+* ``ds-cnn-s`` / ``ds-cnn-m`` — Hello Edge DS-CNN-S (64 ch) and -M (172 ch): 10×4 stride-2 stem and 4
+  depthwise-separable blocks, at the standard data configuration;
+* ``tc-resnet8`` — TC-ResNet8 (temporal 1-D convolutions over MFCC channels: 16 → 24/32/48 with
+  stride-2 residual blocks, kernel 9), standard data configuration;
+* ``random`` — ArchSpecs (data configuration included) drawn uniformly among those the device's
+  latency model and the RAM model say meet the budgets, each trained on the train split and scored
+  on the validation split, until the edgenas search's wall-clock is spent; the best on validation
+  is retrained with the final recipe and tested.
+
+Datasets by path: FSDD (one speaker held out as test, one as validation) and the Arabic speech
+commands (its train/val split; val is this benchmark's test set, a speaker-disjoint part of
+train is the search's validation). Baselines do not get tuned down: they use the same epochs.
+
+    python bench/search_quality.py --quick      # FSDD, litert-cpu, one budget, one seed, fewer epochs
+    python bench/search_quality.py              # full: both datasets, both devices, 3 budgets, 3 seeds
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+STANDARD = {"space.n_mfcc": "10", "space.windows": "40/20"}
+
+
+def _edgenas_cmd(args: list[str]) -> dict[str, Any]:
+    exe = Path(sys.executable).with_name("edgenas")
+    t0 = time.perf_counter()
+    res = subprocess.run([str(exe), "search", *args, "--json", "--quiet"], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"edgenas search failed: {res.stderr.strip().splitlines()[-1:]}")
+    m = json.loads(res.stdout)
+    m["wall_s"] = time.perf_counter() - t0
+    return m
+
+
+def _tc_resnet8(n_mfcc: int, classes: int) -> Any:
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+            super().__init__()
+            self.c1 = nn.Conv1d(c_in, c_out, 9, stride, padding=4, bias=False)
+            self.b1 = nn.BatchNorm1d(c_out)
+            self.c2 = nn.Conv1d(c_out, c_out, 9, 1, padding=4, bias=False)
+            self.b2 = nn.BatchNorm1d(c_out)
+            self.short = nn.Sequential(nn.Conv1d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm1d(c_out))
+            self.relu = nn.ReLU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.relu(self.b1(self.c1(x)))
+            return self.relu(self.b2(self.c2(h)) + self.short(x))
+
+    class TCResNet8(nn.Module):
+        """[N, 1, T, F] → MFCC bins as channels [N, F, T] → conv 3 → 3 residual blocks → mean → linear."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv1d(n_mfcc, 16, 3, padding=1, bias=False)
+            self.blocks = nn.Sequential(Block(16, 24, 2), Block(24, 32, 2), Block(32, 48, 2))
+            self.fc = nn.Linear(48, classes)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = x[:, 0].transpose(1, 2)
+            return self.fc(self.blocks(self.stem(x)).mean(dim=2))
+
+    return TCResNet8()
+
+
+class Bench:
+    """One (dataset, device, budget, seed) cell: every method, same recipe."""
+
+    def __init__(self, a: Any, data: dict[str, Any], device: str, budget_ms: float, seed: int, out: Path) -> None:
+        self.a, self.data, self.device, self.budget, self.seed, self.out = a, data, device, budget_ms, seed, out
+        self.epochs = 20 if a.quick else 40
+        self.search_epochs = 12 if a.quick else 30
+
+    def base_args(self, name: str) -> list[str]:
+        return ["--data", self.data["path"], *self.data["args"], "--device", self.device, "--max-latency-ms",
+                str(self.budget), "--max-ram-kb", str(self.a.max_ram_kb), "--seed", str(self.seed), "--epochs",
+                str(self.epochs), "--search-epochs", str(self.search_epochs), "--runs-dir", str(self.out / "runs"),
+                "--name", name]
+
+    def row(self, method: str, m: dict[str, Any], search_s: float) -> dict[str, Any]:
+        acc = m["accuracy"]
+        return {"method": method, "dataset": self.data["name"], "device": self.device, "budget_ms": self.budget,
+                "seed": self.seed, "test_fp32": acc["test_fp32_torch"], "test_int8": acc["test_int8"],
+                "latency_ms": m["latency_ms"]["int8_median"], "ram_kb": m["ram_bytes"]["int8_graph"] / 1024,
+                "flash_kb": m["flash_bytes"]["int8_file"] / 1024, "search_s": search_s,
+                "holds": m["all_budgets_hold"], "data_config": m["data_config"], "macs": m["macs"]}
+
+    def edgenas(self, fixed: bool) -> dict[str, Any]:
+        name = f"{self.data['name']}-{self.device}-{self.budget}-s{self.seed}-{'fixed' if fixed else 'joint'}"
+        sets = [x for k, v in STANDARD.items() for x in ("--set", f"{k}={v}")] if fixed else []
+        m = _edgenas_cmd(self.base_args(name) + sets)
+        return self.row("edgenas-fixed-data" if fixed else "edgenas", m, m["search_seconds"])
+
+    def pipeline(self, name: str, sets: list[str]) -> Any:
+        from edgenas import config as C
+        from edgenas.pipeline import Pipeline
+        from edgenas.runs import RunDir
+
+        flags = {"data": self.data["path"], "device": self.device, "max_latency_ms": self.budget,
+                 "max_ram_kb": self.a.max_ram_kb, "seed": self.seed, "train.epochs": self.epochs,
+                 **self.data["flags"]}
+        cfg = C.resolve(sets=sets, flags=flags)
+        run = RunDir(self.out / "runs" / "kws" / name, resume=True)
+        return Pipeline(cfg, run), run
+
+    def fixed_spec(self, method: str, spec: Any, sets: list[str]) -> dict[str, Any]:
+        """A hand-designed spec through the pipeline's own train → export → measure stages."""
+        name = f"{self.data['name']}-{self.device}-{self.budget}-s{self.seed}-{method}"
+        p, run = self.pipeline(name, sets)
+        with run:
+            run.write_json("config.json", __import__("edgenas.config", fromlist=["to_dict"]).to_dict(p.cfg))
+            for stage, res in (("config", {}), ("data", p._stage_data()), ("budgets", {"constraints": []}),
+                               ("search", {"seconds": 0.0}), ("derive", {"spec": spec.to_dict(), "hash": spec.hash(),
+                                                                         "derived_hash": spec.hash(), "repairs": [],
+                                                                         "estimates": p.estimates(spec, latency=False)})):
+                if not run.done(stage):
+                    run.mark(stage, res, 0.0)
+            run.write_json("search.json", {"spec": spec.to_dict(), "probs": {}, "history": [], "multipliers": {},
+                                           "seconds": 0.0})
+            run.write_text("arch.json", spec.to_json() + "\n")
+            m = p.run_all()
+        return self.row(method, m, 0.0)
+
+    def ds_cnn(self, width: int, method: str) -> dict[str, Any]:
+        from edgenas.spaces import get_space
+
+        sets = [f"space.widths={width}", "space.stem_kernels=10x4", "space.n_blocks=4", "space.block_ops=dw3x3",
+                "space.n_mfcc=10", "space.windows=40/20"]
+        p, run = self.pipeline("probe", sets)
+        run.close()
+        space = p.space
+        spec = space.spec({pt.name: pt.options[-1] if pt.name == "data.sample_rate" else pt.options[0]
+                           for pt in space.choice_points()})
+        return self.fixed_spec(method, spec, sets)
+
+    def tc_resnet8(self) -> dict[str, Any]:
+        """Not a point of the kws-dscnn space: trained, exported and measured with the same pieces."""
+        import numpy as np
+        import torch
+
+        from edgenas.devices.measure import measure_cached
+        from edgenas.export.exporter import ExportJob, export_network
+        from edgenas.train import train_model
+
+        name = f"{self.data['name']}-{self.device}-{self.budget}-s{self.seed}-tc-resnet8"
+        p, run = self.pipeline(name, ["space.n_mfcc=10", "space.windows=40/20"])
+        with run:
+            data_cfg = p.space.data_configs()[-1]
+            tr, va, te = (p.features(s, data_cfg) for s in ("train", "val", "test"))
+            torch.manual_seed(self.seed)
+            model = _tc_resnet8(data_cfg.n_mfcc, len(p.dataset.classes))
+            train_model(model, torch.cat([tr.x, va.x]), torch.cat([tr.y, va.y]), p.cfg.train, seed=self.seed)
+            model.eval()
+            fmt = p.device.artifact_format
+            rep = export_network(ExportJob(model=model, spec=None, out_dir=run.file("export"),
+                                           calibration=tr.x.numpy(), test_x=te.x.numpy(), test_y=te.y.numpy(),
+                                           formats=[fmt], frontend=False, seed=self.seed))
+            r8 = rep["models"][f"{fmt}-int8"]
+            meas = measure_cached(p.device, p.store, run.file("export") / r8["file"], kind="model", fmt=f"{fmt}-int8",
+                                  runs=p.cfg.measure.runs, warmup=p.cfg.measure.warmup)
+        ram = r8["verification"]["peak_activation_bytes"] / 1024
+        return {"method": "tc-resnet8", "dataset": self.data["name"], "device": self.device, "budget_ms": self.budget,
+                "seed": self.seed, "test_fp32": rep["test_acc_fp32_torch"], "test_int8": r8["test_acc"],
+                "latency_ms": meas.median_ms, "ram_kb": ram, "flash_kb": r8["flash_bytes"] / 1024, "search_s": 0.0,
+                "holds": meas.median_ms <= self.budget and ram <= self.a.max_ram_kb,
+                "data_config": data_cfg.to_dict(), "macs": float("nan")}
+
+    def random_search(self, seconds: float) -> dict[str, Any]:
+        import torch
+
+        from edgenas import cost
+        from edgenas.train import accuracy, train_model
+
+        name = f"{self.data['name']}-{self.device}-{self.budget}-s{self.seed}-random"
+        p, run = self.pipeline(name + "-probe", [])
+        with run:
+            p.run.mark("config", {}, 0.0)
+            lat = p.latency_model()
+            ram = cost.peak_ram(p.space)
+            rng = random.Random(self.seed)
+            t0 = time.perf_counter()
+            tried: list[dict[str, Any]] = []
+            while time.perf_counter() - t0 < seconds or not tried:
+                for _ in range(10000):
+                    spec = p.space.sample(rng)
+                    if lat.cost(spec) <= self.budget and ram.cost(spec) <= self.a.max_ram_kb * 1024:
+                        break
+                tr, va = p.features("train", spec.data), p.features("val", spec.data)
+                torch.manual_seed(self.seed)
+                model = p.space.build(spec)
+                train_model(model, tr.x, tr.y, p.cfg.train, seed=self.seed)
+                tried.append({"spec": spec, "val": accuracy(model, va.x, va.y)})
+            best = max(tried, key=lambda t: t["val"])
+            spent = time.perf_counter() - t0
+        row = self.fixed_spec("random", best["spec"], [])
+        row.update({"search_s": spent, "candidates": len(tried), "best_val": best["val"]})
+        return row
+
+
+DATASETS = {
+    "fsdd": lambda root: {"name": "fsdd", "path": str(root / "fsdd"), "args": ["--test-speakers", "nicolas"],
+                          "flags": {"test_speakers": ["nicolas"]}},
+    "arabic": lambda root: {"name": "arabic", "path": str(root / "arabic_speech_commands"), "args": [], "flags": {}},
+}
+
+
+def main() -> None:
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--datasets", nargs="+", default=None, choices=sorted(DATASETS))
+    p.add_argument("--devices", nargs="+", default=None)
+    p.add_argument("--budgets", nargs="+", type=float, default=None, help="latency budgets, ms")
+    p.add_argument("--seeds", nargs="+", type=int, default=None)
+    p.add_argument("--methods", nargs="+", default=["edgenas", "edgenas-fixed-data", "ds-cnn-s", "ds-cnn-m",
+                                                    "tc-resnet8", "random"])
+    p.add_argument("--max-ram-kb", type=float, default=64.0)
+    a = p.parse_args()
+    common.use_bench_dirs(a.out)
+    datasets = a.datasets or (["fsdd"] if a.quick else ["fsdd", "arabic"])
+    devices = a.devices or (["litert-cpu"] if a.quick else ["onnxruntime-cpu", "litert-cpu"])
+    budgets = a.budgets or ([0.15] if a.quick else [0.08, 0.15, 0.3])
+    seeds = a.seeds or ([0] if a.quick else [0, 1, 2])
+    rows: list[dict[str, Any]] = []
+    results = a.out / "search_quality.rows.jsonl"
+    done = {(r["method"], r["dataset"], r["device"], r["budget_ms"], r["seed"]): r
+            for r in (json.loads(line) for line in results.read_text().splitlines())} if results.exists() else {}
+    for ds in datasets:
+        data = DATASETS[ds](a.data_root)
+        for dev in devices:
+            for budget in budgets:
+                for seed in seeds:
+                    b = Bench(a, data, dev, budget, seed, a.out)
+                    search_s = None
+                    for method in a.methods:
+                        key = (method, ds, dev, budget, seed)
+                        if key in done:
+                            rows.append(done[key])
+                            if method == "edgenas":
+                                search_s = done[key]["search_s"]
+                            continue
+                        print(f"[{time.strftime('%H:%M:%S')}] {method} {ds} {dev} {budget} ms seed {seed}",
+                              file=sys.stderr, flush=True)
+                        if method in ("edgenas", "edgenas-fixed-data"):
+                            row = b.edgenas(fixed=method != "edgenas")
+                            if method == "edgenas":
+                                search_s = row["search_s"]
+                        elif method == "ds-cnn-s":
+                            row = b.ds_cnn(64, method)
+                        elif method == "ds-cnn-m":
+                            row = b.ds_cnn(172, method)
+                        elif method == "tc-resnet8":
+                            row = b.tc_resnet8()
+                        elif method == "random":
+                            row = b.random_search(search_s or 300.0)
+                        else:
+                            raise SystemExit(f"unknown method {method}")
+                        rows.append(row)
+                        with results.open("a") as f:
+                            f.write(json.dumps(row, default=str) + "\n")
+    summary = summarize(rows)
+    md = "## Search quality (KWS)\n\n" + common.table(
+        ["dataset", "device", "budget ms", "method", "seeds", "test fp32", "test int8", "latency ms", "budget holds",
+         "RAM KiB", "flash KiB", "search s"], summary)
+    common.write(a.out, "search_quality", {"rows": rows}, md)
+    plot(rows, a.out)
+
+
+def _ms(vals: list[float]) -> str:
+    vals = [v for v in vals if v == v]
+    if not vals:
+        return "–"
+    if len(vals) == 1:
+        return f"{vals[0]:.4g}"
+    return f"{statistics.mean(vals):.4g} ± {statistics.stdev(vals):.2g}"
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[list[Any]]:
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["device"], r["budget_ms"], r["method"]), []).append(r)
+    out = []
+    for (ds, dev, budget, method), rs in groups.items():
+        out.append([ds, dev, budget, method, len(rs), _ms([r["test_fp32"] for r in rs]),
+                    _ms([r["test_int8"] for r in rs]), _ms([r["latency_ms"] for r in rs]),
+                    f"{sum(bool(r['holds']) for r in rs)}/{len(rs)}", _ms([r["ram_kb"] for r in rs]),
+                    _ms([r["flash_kb"] for r in rs]), _ms([r["search_s"] for r in rs])])
+    return out
+
+
+def plot(rows: list[dict[str, Any]], out: Path) -> None:
+    plt = common.pyplot()
+    if plt is None or not rows:
+        return
+    keys = sorted({(r["dataset"], r["device"]) for r in rows})
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4), squeeze=False)
+    for ax, (ds, dev) in zip(axes[0], keys):
+        for method in sorted({r["method"] for r in rows}):
+            pts = [(r["latency_ms"], r["test_int8"]) for r in rows
+                   if r["dataset"] == ds and r["device"] == dev and r["method"] == method]
+            if pts:
+                ax.scatter(*zip(*pts), label=method)
+        for b in sorted({r["budget_ms"] for r in rows if r["dataset"] == ds and r["device"] == dev}):
+            ax.axvline(b, color="grey", lw=0.8, ls="--")
+        ax.set_title(f"{ds} on {dev}")
+        ax.set_xlabel("measured int8 latency (ms)")
+        ax.set_ylabel("test accuracy (int8)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "search_quality.png", dpi=120)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,345 @@
+"""Export a trained network in every format, verify each file, and say which ones ship.
+
+    export_network(job) → export/report.json + export/report.md
+
+For each format (``onnx``, ``tflite``) and quantization (``fp32``, ``int8``) the file is written,
+then verified; what fails verification is renamed ``*.failed`` and reported, never shipped:
+
+* fp32: logits match PyTorch within ``FP32_ATOL`` (max abs over the test inputs);
+* int8 TFLite: every tensor int8/int32 (no float kernels), int8 input and output, zero TRANSPOSE;
+* int8 ONNX (QDQ): every Conv/Gemm weight stored int8 and bias int32 (the float tensors between
+  Q/DQ pairs are the QDQ format's own: ONNX Runtime fuses them into integer kernels, listed as
+  allowed in the report);
+* every file: argmax agreement with fp32 PyTorch and test accuracy, flash = file size, peak
+  activation memory estimated by edgenas (from the ArchSpec) next to what the file's tensors need;
+  for TFLite the op list against TensorFlow Lite Micro's builtin ops.
+
+The audio front end (the DataConfig's MFCC) ships as its own float model in each format and is
+checked against the training features (max abs difference) and end to end: raw test audio →
+front end → int8 classifier must score the PyTorch pipeline's accuracy (within 0.5 points).
+File names tell the truth: ``model.fp32.onnx``, ``model.int8.onnx``, ``model.fp32.tflite``,
+``model.int8.tflite``, ``frontend.fp32.onnx``, ``frontend.fp32.tflite``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgenas.errors import ExportError
+from edgenas.events import EventSink, null_sink, progress
+
+log = logging.getLogger("edgenas.export")
+
+FORMATS = ("onnx", "tflite")
+QUANTS = ("fp32", "int8")
+FP32_ATOL = 1e-4
+RAW_AUDIO_TOLERANCE = 0.005  # accuracy points (fraction) the raw-audio pipeline may lose vs PyTorch
+ONNX_QDQ_ALLOWED = "float activations between QuantizeLinear/DequantizeLinear pairs (QDQ format, fused by the runtime)"
+
+
+@dataclass
+class ExportJob:
+    """What an export needs. Arrays are in PyTorch layout ([N, 1, frames, n_mfcc] for KWS)."""
+
+    model: Any  # torch.nn.Module, eval mode, trained weights
+    spec: Any  # ArchSpec (None for a network outside every space: no arch metadata)
+    out_dir: Path
+    calibration: np.ndarray  # train-split inputs for int8 calibration
+    test_x: np.ndarray
+    test_y: np.ndarray
+    test_audio: np.ndarray | None = None  # [N, clip_samples] raw test waveforms (for the front end)
+    estimates: dict[str, float] = field(default_factory=dict)  # edgenas's own ram/flash estimates
+    formats: Sequence[str] = FORMATS
+    quants: Sequence[str] = QUANTS
+    frontend: bool = True
+    seed: int = 0
+
+
+def _accuracy(pred: np.ndarray, y: np.ndarray) -> float:
+    return float((pred == y).mean()) if len(y) else float("nan")
+
+
+def _torch_logits(model: Any, x: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return np.concatenate([model(torch.from_numpy(x[i:i + 256])).numpy() for i in range(0, len(x), 256)])
+
+
+def verify_onnx(path: Path, quant: str) -> dict[str, Any]:
+    """Op list, weight dtypes (int8 model: every Conv/Gemm weight int8, bias int32), memory."""
+    import onnx
+    from onnx import TensorProto
+
+    from edgenas.export.graph_memory import onnx_memory_report
+
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    ops = [n.op_type for n in model.graph.node]
+    report: dict[str, Any] = {"ops": ops, "op_counts": {o: ops.count(o) for o in sorted(set(ops))}}
+    if quant == "int8":
+        producers = {o: n for n in model.graph.node for o in n.output}
+        bad = []
+        for node in model.graph.node:
+            if node.op_type not in ("Conv", "Gemm", "MatMul"):
+                continue
+            for role, name in zip(("input", "weight", "bias"), node.input):
+                if role == "input" or not name:
+                    continue
+                src = producers.get(name)
+                stored = inits.get(src.input[0]) if src is not None and src.op_type == "DequantizeLinear" else inits.get(name)
+                want = TensorProto.INT8 if role == "weight" else TensorProto.INT32
+                if stored is None or stored.data_type != want:
+                    bad.append(f"{node.name or node.op_type}.{role}")
+        report["non_integer_weights"] = bad
+        report["weights_int8"] = not bad
+        report["allowed_float"] = ONNX_QDQ_ALLOWED
+    mem = onnx_memory_report(path)
+    report.update({"flash_bytes": mem["flash_bytes"], "weight_bytes": mem["weight_bytes"],
+                   "peak_activation_bytes": mem["peak_activation_bytes"]})
+    return report
+
+
+class _Exporter:
+    def __init__(self, job: ExportJob, sink: EventSink) -> None:
+        self.job, self.sink = job, sink
+        self.out = Path(job.out_dir)
+        self.input_shape = (1, *job.test_x.shape[1:])
+        self.ref = _torch_logits(job.model, job.test_x)
+        self.ref_pred = self.ref.argmax(1)
+        self.metadata: dict[str, str] = {}
+
+    def _md(self, quant_scheme: str) -> dict[str, str]:
+        from edgenas.export.onnx_export import model_metadata
+
+        return model_metadata(self.job.spec, quant_scheme)
+
+    def _write(self, fmt: str, quant: str, path: Path) -> Path:
+        from edgenas.export import onnx_export as ox
+
+        job = self.job
+        if fmt == "onnx":
+            fp32 = self.out / "model.fp32.onnx"
+            if quant == "fp32":
+                return ox.export_onnx_fp32(job.model, self.input_shape, path, self._md(ox.QUANT_FP32),
+                                           dynamic_batch=False)
+            if not fp32.exists():
+                self._write("onnx", "fp32", fp32)
+            return ox.quantize_int8(fp32, path, self._calibration(), self._md(ox.QUANT_INT8))
+        from edgenas.export.tflite_export import export_tflite
+
+        return export_tflite(job.model, self.input_shape, path, quant=quant,
+                             calibration=self._calibration() if quant == "int8" else None,
+                             metadata=self._md("tflite-int8-full-integer" if quant == "int8" else "fp32"))
+
+    def _calibration(self) -> np.ndarray:
+        rng = np.random.default_rng(self.job.seed)
+        cal = self.job.calibration
+        return cal[rng.permutation(len(cal))[:300]]
+
+    def _run(self, fmt: str, path: Path, x: np.ndarray) -> np.ndarray:
+        if fmt == "onnx":
+            from edgenas.export.onnx_export import run_onnx
+
+            return run_onnx(path, x)
+        from edgenas.export.tflite_export import run_tflite
+
+        return run_tflite(path, x)
+
+    def one(self, fmt: str, quant: str) -> dict[str, Any]:
+        job = self.job
+        path = self.out / f"model.{quant}.{fmt}"
+        rec: dict[str, Any] = {"format": fmt, "quant": quant, "file": path.name}
+        try:
+            self._write(fmt, quant, path)
+            if fmt == "onnx":
+                ver = verify_onnx(path, quant)
+            else:
+                from edgenas.export.tflite_export import verify_tflite
+
+                ver = verify_tflite(path)
+                ver.pop("metadata", None)
+            logits = self._run(fmt, path, job.test_x)
+        except ExportError as e:
+            return {**rec, "status": "failed", "failures": [str(e)]}
+        pred = logits.argmax(1)
+        rec.update({"verification": ver, "test_acc": _accuracy(pred, job.test_y),
+                    "argmax_agreement": _accuracy(pred, self.ref_pred), "flash_bytes": path.stat().st_size,
+                    "peak_activation_bytes": ver["peak_activation_bytes"],
+                    "estimated_peak_activation_bytes": job.estimates.get("ram_bytes"),
+                    "estimated_flash_bytes": job.estimates.get("flash_bytes")})
+        failures = []
+        if quant == "fp32":
+            diff = float(np.abs(logits - self.ref).max()) if len(logits) else 0.0
+            rec["max_abs_diff_vs_torch"] = diff
+            if diff > FP32_ATOL:
+                failures.append(f"fp32 logits differ from PyTorch by {diff:.2e} > {FP32_ATOL:g}")
+        if fmt == "tflite":
+            rec["tflm"] = ver["tflm"]
+            rec["transpose_ops"] = ver["transpose_ops"]
+            if ver["transpose_ops"]:
+                failures.append(f"{ver['transpose_ops']} TRANSPOSE op(s)")
+            if quant == "int8" and not ver["fully_int8"]:
+                failures.append("not fully int8: " + ", ".join(
+                    [t["name"] for t in ver.get("non_integer_tensors", [])][:3] + ver.get("float_ops", [])[:3]))
+        elif quant == "int8" and not ver["weights_int8"]:
+            failures.append("weights not stored as int8: " + ", ".join(ver["non_integer_weights"][:3]))
+        if failures:
+            failed = path.with_name(path.name + ".failed")
+            os.replace(path, failed)
+            rec.update({"status": "failed", "failures": failures, "file": failed.name})
+        else:
+            rec["status"] = "ok"
+        return rec
+
+    def frontends(self, classifiers: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """Front-end models per format, their feature error and the raw-audio pipeline accuracy."""
+        import torch
+
+        from edgenas.datasets.features import mfcc
+        from edgenas.export.frontend import export_frontend_onnx, export_frontend_tflite, run_frontend
+
+        job = self.job
+        cfg = job.spec.data
+        audio = job.test_audio
+        assert audio is not None
+        ref_feats = mfcc(torch.from_numpy(audio), cfg).numpy()[:, None]
+        torch_acc = _accuracy(_torch_logits(job.model, ref_feats).argmax(1), job.test_y)
+        out: dict[str, Any] = {"torch_pipeline_acc": torch_acc, "clips": int(len(audio))}
+        for fmt in job.formats:
+            path = self.out / f"frontend.fp32.{fmt}"
+            rec: dict[str, Any] = {"file": path.name}
+            try:
+                (export_frontend_onnx if fmt == "onnx" else export_frontend_tflite)(cfg, path)
+                feats = run_frontend(path, audio)
+            except ExportError as e:
+                out[fmt] = {**rec, "status": "failed", "failures": [str(e)]}
+                continue
+            rec["max_abs_diff_vs_training_features"] = float(np.abs(feats - ref_feats).max())
+            rec["feature_range"] = float(ref_feats.max() - ref_feats.min())
+            rec["flash_bytes"] = path.stat().st_size
+            int8 = classifiers.get(f"{fmt}-int8")
+            if int8 and int8["status"] == "ok":
+                pred = self._run(fmt, self.out / int8["file"], feats).argmax(1)
+                rec["raw_audio_int8_acc"] = _accuracy(pred, job.test_y)
+                rec["raw_audio_vs_torch_points"] = 100 * (rec["raw_audio_int8_acc"] - torch_acc)
+                rec["raw_audio_within_tolerance"] = rec["raw_audio_int8_acc"] >= torch_acc - RAW_AUDIO_TOLERANCE
+            rec["status"] = "ok"
+            out[fmt] = rec
+        return out
+
+
+def export_network(job: ExportJob, sink: EventSink | None = None) -> dict[str, Any]:
+    """Export, verify and evaluate every requested format; write ``report.json`` and ``report.md``."""
+    sink = sink or null_sink
+    for f in job.formats:
+        if f not in FORMATS:
+            raise ExportError(f"unknown export format {f!r} (known: {', '.join(FORMATS)}, all)")
+    for q in job.quants:
+        if q not in QUANTS:
+            raise ExportError(f"unknown quantization {q!r} (known: {', '.join(QUANTS)})")
+    job.out_dir.mkdir(parents=True, exist_ok=True)
+    ex = _Exporter(job, sink)
+    torch_acc = _accuracy(ex.ref_pred, job.test_y)
+    results: dict[str, dict[str, Any]] = {}
+    todo = [(f, q) for f in job.formats for q in job.quants]
+    with progress(sink, "export + verify", len(todo) + (len(job.formats) if job.frontend else 0)) as tick:
+        for f, q in todo:
+            results[f"{f}-{q}"] = ex.one(f, q)
+            tick(1, file=results[f"{f}-{q}"]["file"])
+        fe: dict[str, Any] | None = None
+        if job.frontend and job.test_audio is not None:
+            fe = ex.frontends(results)
+            tick(len(job.formats))
+    report = {"arch_hash": job.spec.hash() if job.spec is not None else None, "test_examples": int(len(job.test_y)), "test_acc_fp32_torch": torch_acc,
+              "models": results, "frontend": fe, "shipped": sorted(r["file"] for r in results.values() if r["status"] == "ok"),
+              "failed": sorted(r["file"] for r in results.values() if r["status"] != "ok")}
+    _atomic(job.out_dir / "report.json", json.dumps(report, indent=1, default=float) + "\n")
+    _atomic(job.out_dir / "report.md", render(report))
+    return report
+
+
+def _atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _pct(v: Any) -> str:
+    return f"{100 * v:.2f}%" if isinstance(v, (int, float)) else "–"
+
+
+def render(r: dict[str, Any]) -> str:
+    lines = ["# Export report", "",
+             f"ArchSpec `{r['arch_hash']}`; {r['test_examples']} test examples; PyTorch fp32 test accuracy "
+             f"{_pct(r['test_acc_fp32_torch'])}.", "",
+             "| file | status | test acc | argmax agreement vs fp32 | flash | peak act. RAM (file / edgenas est.) | ops / checks |",
+             "|---|---|---|---|---|---|---|"]
+    for rec in r["models"].values():
+        if rec["status"] != "ok" and "verification" not in rec:
+            lines.append(f"| {rec['file']} | **failed** | – | – | – | – | {'; '.join(rec['failures'])} |")
+            continue
+        ver = rec["verification"]
+        checks = []
+        if "max_abs_diff_vs_torch" in rec:
+            checks.append(f"max |Δlogit| vs PyTorch {rec['max_abs_diff_vs_torch']:.1e}")
+        if rec["format"] == "tflite":
+            checks.append(f"TRANSPOSE ×{rec['transpose_ops']}")
+            if rec["quant"] == "int8":
+                checks.append("fully int8" if ver["fully_int8"] else "NOT fully int8")
+            checks.append(rec["tflm"])
+        elif rec["quant"] == "int8":
+            checks.append("int8 weights / int32 biases" if ver["weights_int8"] else "float weights")
+        checks.append(", ".join(f"{k}×{v}" for k, v in ver["op_counts"].items()))
+        if rec["status"] != "ok":
+            checks.insert(0, "FAILED: " + "; ".join(rec["failures"]))
+        est = rec.get("estimated_peak_activation_bytes")
+        lines.append(f"| {rec['file']} | {rec['status']} | {_pct(rec['test_acc'])} | {_pct(rec['argmax_agreement'])} | "
+                     f"{rec['flash_bytes'] / 1024:.1f} KiB | {rec['peak_activation_bytes'] / 1024:.1f} / "
+                     f"{(est or 0) / 1024:.1f} KiB | {'; '.join(checks)} |")
+    fe = r.get("frontend")
+    if fe:
+        lines += ["", "## Front end (float) and the raw-audio pipeline", "",
+                  f"PyTorch pipeline (training MFCC → fp32 model) on {fe['clips']} raw test clips: "
+                  f"{_pct(fe['torch_pipeline_acc'])}.", "",
+                  "| file | max abs diff vs training features (feature range) | raw audio → front end → int8 model |",
+                  "|---|---|---|"]
+        for fmt in ("onnx", "tflite"):
+            rec = fe.get(fmt)
+            if not rec:
+                continue
+            if rec["status"] != "ok":
+                lines.append(f"| {rec['file']} | **failed**: {'; '.join(rec['failures'])} | – |")
+                continue
+            raw = (f"{_pct(rec['raw_audio_int8_acc'])} ({rec['raw_audio_vs_torch_points']:+.2f} points)"
+                   if "raw_audio_int8_acc" in rec else "–")
+            lines.append(f"| {rec['file']} | {rec['max_abs_diff_vs_training_features']:.2e} "
+                         f"({rec['feature_range']:.1f}) | {raw} |")
+    lines += ["", "Peak activation RAM of a file: tensor lifetimes over its execution order (int8 tensors 1 byte). "
+              "Flash: file size. The ONNX int8 model keeps float tensors between Q/DQ pairs by design (QDQ format); "
+              "ONNX Runtime fuses them into integer kernels.", ""]
+    if r["failed"]:
+        lines += [f"Failed verification, not shipped: {', '.join(r['failed'])}", ""]
+    return "\n".join(lines)
+
+
+def select(fmt: str, quant: str) -> tuple[list[str], list[str]]:
+    """CLI ``--format onnx|tflite|all`` and ``--quant fp32|int8|all`` → formats, quants."""
+    fmts = list(FORMATS) if fmt == "all" else [fmt]
+    quants = list(QUANTS) if quant == "all" else [quant]
+    for f in fmts:
+        if f not in FORMATS:
+            raise ExportError(f"unknown --format {fmt!r} (onnx, tflite or all)")
+    for q in quants:
+        if q not in QUANTS:
+            raise ExportError(f"unknown --quant {quant!r} (fp32, int8 or all)")
+    return fmts, quants
+
+
