@@ -11,6 +11,9 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 from edgenas.errors import DeviceError
 
 
+STATS = ("median", "p25", "p10")
+
+
 @dataclass(frozen=True)
 class Measurement:
     """Latency of one artifact on one device, in milliseconds."""
@@ -31,6 +34,17 @@ class Measurement:
         s = sorted(samples_ms)
         p90 = s[min(len(s) - 1, int(round(0.9 * (len(s) - 1))))]
         return cls(median_ms=statistics.median(s), p90_ms=p90, samples_ms=tuple(samples_ms), **kw)
+
+    def stat(self, name: str = "median") -> float:
+        """The latency statistic ``name`` (:data:`STATS`): the median (the default everywhere), or a
+        low percentile — on a shared host, interference only ever adds time, so p10/p25 are far more
+        repeatable than the median (see the calibration notes in README)."""
+        if name == "median":
+            return self.median_ms
+        if name not in STATS:
+            raise ValueError(f"unknown latency statistic {name!r} (known: {', '.join(STATS)})")
+        s = sorted(self.samples_ms)
+        return s[min(len(s) - 1, int(round(int(name[1:]) / 100 * (len(s) - 1))))]
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

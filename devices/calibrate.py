@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgenas.devices.base import Device, Measurement, measure_many
+from edgenas.devices.base import STATS, Device, Measurement, measure_many
 from edgenas.devices.latency_table import LatencyTable, build_latency_table
 from edgenas.devices.predictor import LatencyPredictor, SpecEncoder, errors, predictor_path, stamp
 from edgenas.errors import ConfigError, DeviceError
@@ -58,6 +58,7 @@ class CalibrationSettings:
     pool: int = 20000
     batch: int = 25  # specs built and measured per device call
     passes: int = 3  # interleaved measurement passes over each batch, samples pooled
+    statistic: str = "median"  # the latency statistic the predictor predicts (Measurement.stat)
     folds: int = 5
 
 
@@ -104,6 +105,8 @@ class Calibration:
         self.s = settings or CalibrationSettings()
         self.sink = sink or null_sink
         self.root = Path(root) if root is not None else default_predictor_root()
+        if self.s.statistic not in STATS:
+            raise ConfigError(f"unknown latency statistic {self.s.statistic!r} (known: {', '.join(STATS)})")
         if self.s.samples < 10:
             raise ConfigError(f"--samples must be at least 10, got {self.s.samples}")
         if not 0.05 <= self.s.holdout <= 0.5:
@@ -114,7 +117,8 @@ class Calibration:
 
     @property
     def path(self) -> Path:
-        return predictor_path(self.root, self.device.name, self.space.name, self.space.version, self.fmt)
+        return predictor_path(self.root, self.device.name, self.space.name, self.space.version, self.fmt,
+                              self.s.statistic)
 
     # ---- sampling --------------------------------------------------------------------------
     def _pool(self, rng: random.Random) -> list[_Sample]:
@@ -217,7 +221,7 @@ class Calibration:
     def _xy(self, samples: list[_Sample]) -> tuple[np.ndarray, np.ndarray]:
         assert self.table is not None
         x = np.stack([self.encoder.encode(self.space, s.spec, self.table) for s in samples])
-        y = np.array([s.measured.median_ms for s in samples if s.measured is not None])
+        y = np.array([s.measured.stat(self.s.statistic) for s in samples if s.measured is not None])
         return x, y
 
     def _cv_errors(self, samples: list[_Sample], seed: int) -> np.ndarray:
@@ -307,6 +311,7 @@ class Calibration:
             "governor": device_governor(self.device), "device_identity": info.get("identity"),
             "space": self.space.name, "space_version": self.space.version, "fmt": self.fmt,
             "samples": len(train), "holdout_samples": len(holdout), "created": stamp(),
+            "statistic": self.s.statistic,
             "holdout": ho, "train": tr, "table_overhead_ms": self.table.overhead_ms,
             "table_entries": self.table.entries,
         }
@@ -314,7 +319,7 @@ class Calibration:
         report = {
             "predictor": str(path), "device": self.device.name, "fmt": self.fmt, "space": self.space.name,
             "runtime_version": self.device.runtime_version(), "threads": self.device.threads,
-            "governor": device_governor(self.device),
+            "governor": device_governor(self.device), "statistic": self.s.statistic,
             "samples": len(train) + len(holdout), "train": len(train), "holdout": len(holdout),
             "holdout_errors": ho, "train_errors": tr, "adaptive_rounds": rounds,
             "data_configs": len({s.cell[0] for s in train + holdout}),
@@ -340,6 +345,7 @@ def _atomic_text(path: Path, text: str) -> None:
 def render_report(r: dict[str, Any]) -> str:
     lines = [f"# Latency calibration: {r['space']} on {r['device']} ({r['fmt']})", "",
              f"runtime {r['runtime_version']}, {r['threads']} thread(s), governor {r['governor'] or 'unknown'}; "
+             f"latency statistic: {r.get('statistic', 'median')} of the pooled samples; "
              f"{r['samples']} sampled networks over {r['data_configs']} data configurations, "
              f"{r['macs_range'][0] / 1e6:.3g}–{r['macs_range'][1] / 1e6:.3g} M MACs, "
              f"{r['latency_range_ms'][0]:.4g}–{r['latency_range_ms'][1]:.4g} ms measured; "

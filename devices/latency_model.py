@@ -46,6 +46,7 @@ class MeasuredLatency:
     sink: EventSink | None = None
     name: str = "latency"
     unit: str = "ms"
+    statistic: str = "median"
     a: float = 0.0
     b: float = 1.0
     fit_info: dict[str, Any] = field(default_factory=dict)
@@ -67,7 +68,7 @@ class MeasuredLatency:
                                     Path(self._tmp.name) / f"{key}.{self.fmt.split('-')[0]}")
             m = measure_cached(self.device, self.store, path, kind="chain", fmt=self.fmt, spec_hash=key,
                                runs=self.runs, warmup=self.warmup)
-            self._cache[key] = m.median_ms
+            self._cache[key] = m.stat(self.statistic)
             path.unlink(missing_ok=True)
         return self._cache[key]
 

@@ -46,7 +46,7 @@ FORMAT = "edgenas-latency-predictor"
 FORMAT_VERSION = 1
 GROUPS = ("conv", "dw", "pw", "global_avgpool", "linear")
 LAYER_FEATURES = ("table_ms", "macs_m", "act_1e4", "count")
-RIDGE_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+RIDGE_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)  # large: falls back to a fitted table line
 
 
 class Table(Protocol):
@@ -279,8 +279,9 @@ def errors(pred: Sequence[float], true: Sequence[float]) -> dict[str, float]:
             "within_5pct": float(np.mean(rel <= 0.05)), "max_rel_err": float(rel.max()), "n": int(len(t))}
 
 
-def predictor_path(root: Path, device: str, space: str, space_version: int, fmt: str) -> Path:
-    return root / device / f"{space}-v{space_version}.{fmt}.json"
+def predictor_path(root: Path, device: str, space: str, space_version: int, fmt: str, statistic: str = "median") -> Path:
+    suffix = "" if statistic == "median" else f".{statistic}"
+    return root / device / f"{space}-v{space_version}.{fmt}{suffix}.json"
 
 
 def stamp() -> str:

@@ -99,6 +99,8 @@ def _search_parser(sub: Any) -> None:
     p.add_argument("--max-latency-ms", type=float, help="latency budget of the int8 model on the device")
     p.add_argument("--max-ram-kb", type=float, help="peak activation RAM budget, KiB (int8)")
     p.add_argument("--max-flash-kb", type=float, help="flash budget, KiB (int8 model file)")
+    p.add_argument("--latency-stat", choices=["median", "p25", "p10"],
+                   help="latency figure the budget applies to (default median; p10/p25 are steadier on shared hosts)")
     p.add_argument("--epochs", type=int, help="final training epochs")
     p.add_argument("--search-epochs", type=int, help="search epochs")
     p.add_argument("--strategy", help="search strategy: gumbel (default, relaxed Gumbel-softmax), gumbel-hard (single path) or darts")
@@ -118,7 +120,7 @@ def _flags(a: argparse.Namespace) -> dict[str, Any]:
     pairs = {"task": "task", "device": "device", "data": "data", "layout": "layout", "test_speakers": "test_speakers",
              "val_speakers": "val_speakers", "max_latency_ms": "max_latency_ms", "max_ram_kb": "max_ram_kb",
              "max_flash_kb": "max_flash_kb", "epochs": "train.epochs", "search_epochs": "search.epochs",
-             "strategy": "search.strategy", "seed": "seed"}
+             "strategy": "search.strategy", "seed": "seed", "latency_stat": "measure.latency_stat"}
     for attr, key in pairs.items():
         v = getattr(a, attr)
         if v is not None:
@@ -244,6 +246,9 @@ def _calibrate_parser(sub: Any) -> None:
     p.add_argument("--threads", type=int, help="threads (default: the profile's)")
     p.add_argument("--runs", type=int, default=100, help="timed runs per network (default 100)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--stat", choices=["median", "p25", "p10"], default="median",
+                   help="latency statistic the predictor predicts (default median; search with the same "
+                        "--latency-stat uses it)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="space options as in `edgenas search`, e.g. space.widths=16,32 (calibrate the space you search)")
     p.add_argument("--json", action="store_true", help="print the calibration report as JSON on stdout")
@@ -270,7 +275,7 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
     space = get_space(a.space or cfg.space_name, num_classes=12, config=cfg.space)
     fmt = a.fmt or f"{device.artifact_format}-int8"
     printer = ProgressPrinter(a.quiet)
-    settings = CalibrationSettings(samples=a.samples, runs=a.runs, seed=a.seed)
+    settings = CalibrationSettings(samples=a.samples, runs=a.runs, seed=a.seed, statistic=a.stat)
     report = calibrate(space, device, Store(), fmt, settings, sink=printer)
     if a.json:
         print(json.dumps({k: v for k, v in report.items() if k != "holdout_points"}, default=str))
@@ -347,8 +352,10 @@ def cmd_deploy(a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps(res, default=str))
         return 0
+    rt = res.get("runtime") or {}
+    runtime = rt.get("model", rt) if isinstance(rt, dict) else rt
     print(f"{res['device']}: {res['label']} (score {res['score']:.3f}) on {res['clip_source']} "
-          f"[{res['runtime']}, bundle in {res['remote_dir']}]")
+          f"[{runtime}; bundle in {res['remote_dir']}]")
     lat = res.get("end_to_end_ms")
     if lat:
         print(f"end-to-end latency (front end + model): median {lat['median']:.3f} ms, p90 {lat['p90']:.3f} ms "

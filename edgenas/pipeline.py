@@ -143,14 +143,17 @@ class Pipeline:
         from edgenas.devices.predictor import LatencyPredictor, PredictedLatency, predictor_path
 
         fmt, dev, space = self.latency_fmt, self.device, self.space
-        path = predictor_path(default_predictor_root(), dev.name, space.name, space.version, fmt)
+        stat = self.cfg.measure.latency_stat
+        path = predictor_path(default_predictor_root(), dev.name, space.name, space.version, fmt, stat)
         if not path.exists():
             self.sink("latency.model", kind="table", reason=f"no calibrated predictor at {path}")
             return None
         pred = LatencyPredictor.load(path)
         md = pred.metadata
         why = None
-        if md.get("runtime_version") != dev.runtime_version() or int(md.get("threads", -1)) != dev.threads:
+        if md.get("statistic", "median") != stat:
+            why = f"predictor {path} predicts the {md.get('statistic')} latency, the run budgets the {stat}"
+        elif md.get("runtime_version") != dev.runtime_version() or int(md.get("threads", -1)) != dev.threads:
             why = (f"predictor {path} was calibrated for runtime {md.get('runtime_version')} with {md.get('threads')} "
                    f"thread(s), the device has {dev.runtime_version()} with {dev.threads}")
         elif pred.encoder.missing(space):
@@ -171,7 +174,7 @@ class Pipeline:
 
         m = self.cfg.measure
         model = MeasuredLatency(self.space, self.device, self.store, self.latency_table(), self.latency_fmt,
-                                runs=m.chain_runs, warmup=10, sink=self.sink)
+                                runs=m.chain_runs, warmup=10, sink=self.sink, statistic=m.latency_stat)
         if self.run.done("budgets") and self.run.result("budgets").get("latency_fit"):
             fit = self.run.result("budgets")["latency_fit"]
             model.a, model.b, model.fit_info = fit["a_ms"], fit["b"], fit
@@ -388,7 +391,8 @@ class Pipeline:
             meas = measure_cached(self.device, self.store, path, kind="model", fmt=f"{fmt}-{key}",
                                   spec_hash=spec.hash(), runs=m.runs, warmup=m.warmup)
             ver = report["models"][f"{fmt}-{key}"]["verification"]
-            out[key] = {"file": rec["file"], "latency": meas.to_dict(), "flash_bytes": ver["flash_bytes"],
+            out[key] = {"file": rec["file"], "latency": meas.to_dict(), "latency_stat_ms": meas.stat(m.latency_stat),
+                        "latency_stat": m.latency_stat, "flash_bytes": ver["flash_bytes"],
                         "peak_activation_bytes": ver["peak_activation_bytes"], "weight_bytes": ver["weight_bytes"]}
         return out
 

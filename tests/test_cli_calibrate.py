@@ -38,9 +38,12 @@ def test_calibrate_then_search_uses_the_predictor(tone_fsdd: Path, tmp_path: Pat
 def test_search_without_a_predictor_says_table(tone_fsdd: Path, tmp_path: Path, cli, isolated_env, tiny_sets,
                                                one_thread_per_module) -> None:
     res = cli(["search", "--data", str(tone_fsdd), "--test-speakers", "s2", "--search-epochs", "1", "--epochs", "1",
-               "--max-latency-ms", "5", "--runs-dir", str(tmp_path / "runs"), "--name", "t", "--json", *tiny_sets])
+               "--max-latency-ms", "5", "--latency-stat", "p25", "--runs-dir", str(tmp_path / "runs"), "--name", "t",
+               "--json", *tiny_sets])
     assert res.code == 0, res.err[-2000:]
-    assert res.json()["latency_ms"]["predicted_by"] == "table+fit"
+    m = res.json()
+    assert m["latency_ms"]["predicted_by"] == "table+fit" and m["latency_ms"]["statistic"] == "p25"
+    assert m["budgets"]["latency"]["measured"] == m["latency_ms"]["budgeted"] <= m["latency_ms"]["int8_median"]
     assert "latency model: lookup table (no calibrated predictor" in res.err
 
 

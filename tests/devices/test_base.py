@@ -34,3 +34,16 @@ def test_timed_best_and_measurement_from_samples() -> None:
                                  device="here")
     assert m.p90_ms >= m.median_ms > 0
     assert Measurement.from_dict(m.to_dict()) == m
+
+
+def test_measurement_statistics() -> None:
+    from edgenas.devices.base import Measurement
+
+    m = Measurement.from_samples([float(v) for v in range(1, 101)], warmup=0, runs=100, threads=1, runtime="x",
+                                 runtime_version="1", device="d")
+    assert m.stat() == m.median_ms == 50.5
+    assert m.stat("p10") == 11.0 and m.stat("p25") == 26.0
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown latency statistic"):
+        m.stat("p50")

@@ -113,3 +113,16 @@ def test_bad_settings_are_one_line_errors(tmp_path: Path) -> None:
         Calibration(space, CountingORT(), Store(tmp_path / "s.sqlite"), "onnx-int8", CalibrationSettings(samples=3))
     with pytest.raises(DeviceError, match="runs onnx models"):
         calibrate(space, CountingORT(), Store(tmp_path / "s.sqlite"), "tflite-int8")
+
+
+def test_low_percentile_statistic(calibrated, tmp_path: Path) -> None:
+    base, space, dev, store, settings, report, _ = calibrated
+    from dataclasses import replace
+
+    p10 = calibrate(space, CountingORT(), store, "onnx-int8", replace(settings, statistic="p10"), root=tmp_path)
+    assert p10["statistic"] == "p10" and Path(p10["predictor"]).name == "kws-dscnn-v1.onnx-int8.p10.json"
+    assert LatencyPredictor.load(p10["predictor"]).metadata["statistic"] == "p10"
+    for pt, med in zip(p10["holdout_points"], report["holdout_points"]):
+        assert pt["spec_hash"] == med["spec_hash"] and pt["measured_ms"] <= med["measured_ms"]
+    with pytest.raises(ConfigError, match="unknown latency statistic"):
+        Calibration(space, CountingORT(), store, "onnx-int8", replace(settings, statistic="p99"))
