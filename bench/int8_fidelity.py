@@ -29,7 +29,7 @@ def main() -> None:
     for rep_path in sorted(runs.rglob("export/report.json")):
         run = rep_path.parent.parent
         cfg = json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else {}
-        dataset = Path(cfg.get("data") or "synthetic").name
+        dataset = Path(cfg["data"]).name if cfg.get("data") else run.name.split("-")[0]
         rep = json.loads(rep_path.read_text())
         fp32 = rep["test_acc_fp32_torch"]
         for key, m in rep["models"].items():

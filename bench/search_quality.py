@@ -27,7 +27,6 @@ train is the search's validation). Baselines do not get tuned down: they use the
 from __future__ import annotations
 
 import json
-import math
 import random
 import statistics
 import subprocess
@@ -55,17 +54,20 @@ def _edgenas_cmd(args: list[str]) -> dict[str, Any]:
 
 
 def _tc_resnet8(n_mfcc: int, classes: int) -> Any:
+    """TC-ResNet8 (Choi et al. 2019): MFCC bins as channels, temporal convolutions. Written with
+    Conv2d on the [N, 1, T, F] input — the first conv spans all F bins (kernel 3×F), the rest are
+    (9×1) — which is exactly the Conv1d network and needs no transpose in any export."""
     import torch
     from torch import nn
 
     class Block(nn.Module):
         def __init__(self, c_in: int, c_out: int, stride: int) -> None:
             super().__init__()
-            self.c1 = nn.Conv1d(c_in, c_out, 9, stride, padding=4, bias=False)
-            self.b1 = nn.BatchNorm1d(c_out)
-            self.c2 = nn.Conv1d(c_out, c_out, 9, 1, padding=4, bias=False)
-            self.b2 = nn.BatchNorm1d(c_out)
-            self.short = nn.Sequential(nn.Conv1d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm1d(c_out))
+            self.c1 = nn.Conv2d(c_in, c_out, (9, 1), (stride, 1), padding=(4, 0), bias=False)
+            self.b1 = nn.BatchNorm2d(c_out)
+            self.c2 = nn.Conv2d(c_out, c_out, (9, 1), 1, padding=(4, 0), bias=False)
+            self.b2 = nn.BatchNorm2d(c_out)
+            self.short = nn.Sequential(nn.Conv2d(c_in, c_out, 1, (stride, 1), bias=False), nn.BatchNorm2d(c_out))
             self.relu = nn.ReLU()
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -73,17 +75,14 @@ def _tc_resnet8(n_mfcc: int, classes: int) -> Any:
             return self.relu(self.b2(self.c2(h)) + self.short(x))
 
     class TCResNet8(nn.Module):
-        """[N, 1, T, F] → MFCC bins as channels [N, F, T] → conv 3 → 3 residual blocks → mean → linear."""
-
         def __init__(self) -> None:
             super().__init__()
-            self.stem = nn.Conv1d(n_mfcc, 16, 3, padding=1, bias=False)
+            self.stem = nn.Conv2d(1, 16, (3, n_mfcc), padding=(1, 0), bias=False)
             self.blocks = nn.Sequential(Block(16, 24, 2), Block(24, 32, 2), Block(32, 48, 2))
             self.fc = nn.Linear(48, classes)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = x[:, 0].transpose(1, 2)
-            return self.fc(self.blocks(self.stem(x)).mean(dim=2))
+            return self.fc(self.blocks(self.stem(x)).mean(dim=(2, 3)))
 
     return TCResNet8()
 
@@ -125,14 +124,18 @@ class Bench:
                  "max_ram_kb": self.a.max_ram_kb, "seed": self.seed, "train.epochs": self.epochs,
                  **self.data["flags"]}
         cfg = C.resolve(sets=sets, flags=flags)
-        run = RunDir(self.out / "runs" / "kws" / name, resume=True)
+        path = self.out / "runs" / "kws" / name
+        run = RunDir(path, resume=(path / "state.json").exists())
         return Pipeline(cfg, run), run
 
     def fixed_spec(self, method: str, spec: Any, sets: list[str]) -> dict[str, Any]:
-        """A hand-designed spec through the pipeline's own train → export → measure stages."""
+        """A hand-designed spec (or ``spec(space)``) through the pipeline's own train → export →
+        measure stages."""
         name = f"{self.data['name']}-{self.device}-{self.budget}-s{self.seed}-{method}"
         p, run = self.pipeline(name, sets)
         with run:
+            if callable(spec):
+                spec = spec(p.space)
             run.write_json("config.json", __import__("edgenas.config", fromlist=["to_dict"]).to_dict(p.cfg))
             for stage, res in (("config", {}), ("data", p._stage_data()), ("budgets", {"constraints": []}),
                                ("search", {"seconds": 0.0}), ("derive", {"spec": spec.to_dict(), "hash": spec.hash(),
@@ -147,20 +150,17 @@ class Bench:
         return self.row(method, m, 0.0)
 
     def ds_cnn(self, width: int, method: str) -> dict[str, Any]:
-        from edgenas.spaces import get_space
 
         sets = [f"space.widths={width}", "space.stem_kernels=10x4", "space.n_blocks=4", "space.block_ops=dw3x3",
                 "space.n_mfcc=10", "space.windows=40/20"]
-        p, run = self.pipeline("probe", sets)
-        run.close()
-        space = p.space
-        spec = space.spec({pt.name: pt.options[-1] if pt.name == "data.sample_rate" else pt.options[0]
-                           for pt in space.choice_points()})
+        def spec(space: Any) -> Any:  # the highest sample rate the dataset has, the only option elsewhere
+            return space.spec({pt.name: pt.options[-1] if pt.name == "data.sample_rate" else pt.options[0]
+                               for pt in space.choice_points()})
+
         return self.fixed_spec(method, spec, sets)
 
     def tc_resnet8(self) -> dict[str, Any]:
         """Not a point of the kws-dscnn space: trained, exported and measured with the same pieces."""
-        import numpy as np
         import torch
 
         from edgenas.devices.measure import measure_cached
@@ -170,6 +170,7 @@ class Bench:
         name = f"{self.data['name']}-{self.device}-{self.budget}-s{self.seed}-tc-resnet8"
         p, run = self.pipeline(name, ["space.n_mfcc=10", "space.windows=40/20"])
         with run:
+            run.write_json("config.json", __import__("edgenas.config", fromlist=["to_dict"]).to_dict(p.cfg))
             data_cfg = p.space.data_configs()[-1]
             tr, va, te = (p.features(s, data_cfg) for s in ("train", "val", "test"))
             torch.manual_seed(self.seed)
@@ -181,6 +182,8 @@ class Bench:
                                            calibration=tr.x.numpy(), test_x=te.x.numpy(), test_y=te.y.numpy(),
                                            formats=[fmt], frontend=False, seed=self.seed))
             r8 = rep["models"][f"{fmt}-int8"]
+            if r8["status"] != "ok":
+                raise SystemExit(f"tc-resnet8 {fmt} int8 export failed: {r8['failures']}")
             meas = measure_cached(p.device, p.store, run.file("export") / r8["file"], kind="model", fmt=f"{fmt}-int8",
                                   runs=p.cfg.measure.runs, warmup=p.cfg.measure.warmup)
         ram = r8["verification"]["peak_activation_bytes"] / 1024

@@ -39,6 +39,7 @@ from edgenas.devices.base import STATS, Device, Measurement, measure_many
 from edgenas.devices.latency_table import LatencyTable, build_latency_table
 from edgenas.devices.predictor import LatencyPredictor, SpecEncoder, errors, predictor_path, stamp
 from edgenas.errors import ConfigError, DeviceError
+from edgenas.fileio import atomic_write_text
 from edgenas.events import EventSink, null_sink, progress
 from edgenas.spaces.base import SearchSpace
 from edgenas.spec import ArchSpec
@@ -331,15 +332,9 @@ class Calibration:
                                 "table_ms": s.table_ms, "macs": s.macs}
                                for s, yv, pv in zip(holdout, y_ho, model.predict_ms(x_ho))],
         }
-        _atomic_text(path.with_suffix(".report.json"), json.dumps(report, indent=1) + "\n")
-        _atomic_text(path.with_suffix(".report.md"), render_report(report))
+        atomic_write_text(path.with_suffix(".report.json"), json.dumps(report, indent=1) + "\n")
+        atomic_write_text(path.with_suffix(".report.md"), render_report(report))
         return report
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def render_report(r: dict[str, Any]) -> str:

@@ -12,15 +12,13 @@ Needs the ``tflite`` extra (``pip install 'edgenas[tflite]'``).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from edgenas.devices.base import Measurement
 from edgenas.devices.base import LocalDevice, timed_best
-from edgenas.devices.onnxruntime_cpu import cpu_identity
 from edgenas.errors import DeviceError
 
 

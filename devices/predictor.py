@@ -28,7 +28,6 @@ with). No pickles.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ import torch
 
 import edgenas
 from edgenas.errors import ConfigError
+from edgenas.fileio import atomic_write_text
 from edgenas.spaces.base import Probs, SearchSpace
 from edgenas.spec import ArchSpec, LayerDesc
 
@@ -207,12 +207,7 @@ class LatencyPredictor:
         }
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        os.replace(tmp, path)
-        return path
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "LatencyPredictor":
@@ -249,6 +244,7 @@ class PredictedLatency:
     path: Path | None = None
     name: str = "latency"
     unit: str = "ms"
+    margin: float = 0.0  # prices are raised by this fraction: budgets are hard, the predictor is not exact
 
     def __post_init__(self) -> None:
         missing = self.predictor.encoder.missing(self.space)
@@ -258,8 +254,12 @@ class PredictedLatency:
         self._slots = self.predictor.slot_weights(self.space)
         self._const = self.predictor.constant_ms(self.table)
 
-    def cost(self, spec: ArchSpec) -> float:
+    def predict(self, spec: ArchSpec) -> float:
+        """The predictor's own figure (no margin)."""
         return float(self.predictor.predict_ms(self.predictor.encoder.encode(self.space, spec, self.table))[0])
+
+    def cost(self, spec: ArchSpec) -> float:
+        return self.predict(spec) * (1.0 + self.margin)
 
     def table_ms(self, spec: ArchSpec) -> float:
         return float(self.table.model_ms(self.space.layers(spec)))
@@ -268,15 +268,17 @@ class PredictedLatency:
         total = self.space.expected_layer_costs(probs, self._psi).sum() + self._const
         for name, w in self._slots.items():
             total = total + (probs[name].to(w.dtype) * w).sum()
-        return total.clamp(min=self.predictor.floor_ms)
+        return total.clamp(min=self.predictor.floor_ms) * (1.0 + self.margin)
 
 
 def errors(pred: Sequence[float], true: Sequence[float]) -> dict[str, float]:
     """MAPE and the shares within ±10% and ±5% (relative to the measured value)."""
     p, t = np.asarray(pred, np.float64), np.asarray(true, np.float64)
     rel = np.abs(p - t) / t
+    under = np.clip(t / p - 1.0, 0.0, None)  # how far the measurement exceeds the prediction
     return {"mape": float(rel.mean()), "within_10pct": float(np.mean(rel <= 0.10)),
-            "within_5pct": float(np.mean(rel <= 0.05)), "max_rel_err": float(rel.max()), "n": int(len(t))}
+            "within_5pct": float(np.mean(rel <= 0.05)), "max_rel_err": float(rel.max()),
+            "underprediction_p90": float(np.percentile(under, 90)), "n": int(len(t))}
 
 
 def predictor_path(root: Path, device: str, space: str, space_version: int, fmt: str, statistic: str = "median") -> Path:

@@ -110,14 +110,6 @@ def _crash_reason(err: str) -> str:
     return _last_line(err)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def runner_hash() -> str:
     return hashlib.sha256(RUNNER_PATH.read_bytes()).hexdigest()[:12]
 
@@ -412,7 +404,7 @@ class SSHBoard:
             raise DeviceError(f"not a folder: {root}")
         files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != UPLOAD_MANIFEST)
         rels = [p.relative_to(root).as_posix() for p in files]
-        hashes = {rel: _sha256(p) for rel, p in zip(rels, files)}
+        hashes = {rel: file_hash(p, 64) for rel, p in zip(rels, files)}
         with self._lock:
             sftp = self._sftp_client()
             base = remote if remote.startswith("/") else posixpath.join(self.workdir(), remote)

@@ -61,7 +61,8 @@ class ProgressPrinter:
                        f"({', '.join(f['worst_cells'])})")
         elif event == "latency.model":
             self._line(f"latency model: {'calibrated predictor ' + f['path'] if f['kind'] == 'learned' else 'lookup table'}"
-                       + (f" ({f['reason']})" if f.get("reason") else ""))
+                       + (f" ({f['reason']})" if f.get("reason") else "")
+                       + (f", safety margin {100 * f['margin']:.1f}%" if f.get("margin") else ""))
         elif event == "data.synthetic":
             self._line("NOTE: " + f["message"])
         elif event == "search.epoch":

@@ -27,7 +27,10 @@ class MeasureConfig:
     warmup: int = 20
     threads: int = 1
     latency_quant: str = "int8"  # the model the latency budget applies to (what ships), in the device's format
-    latency_stat: str = "median"  # the latency figure budgets apply to: median, or p25 / p10 on noisy shared hosts
+    latency_stat: str = "median"
+    # the calibrated predictor's prices are raised by this fraction so that derived specs hold their
+    # budget as measured; -1 = auto: the predictor's hold-out 90th percentile of measured/predicted − 1
+    latency_margin: float = -1.0  # the latency figure budgets apply to: median, or p25 / p10 on noisy shared hosts
     lut_runs: int = 30
     chain_runs: int = 50  # runs per whole-network (chain) latency measurement
     chain_samples: int = 40  # sampled specs the table correction is fitted on

@@ -10,7 +10,6 @@ The test split is loaded only after the final model is trained.
 
 from __future__ import annotations
 
-import json
 import logging
 import pickle
 import platform
@@ -32,7 +31,7 @@ from edgenas.search import SearchResult, SplitTensors, run_search
 from edgenas.spaces import get_space
 from edgenas.spaces.base import SearchSpace
 from edgenas.spec import ArchSpec
-from edgenas.train import accuracy, predict, train_model
+from edgenas.train import accuracy, train_model
 
 log = logging.getLogger("edgenas.pipeline")
 
@@ -166,8 +165,12 @@ class Pipeline:
         entries.update(md.get("table_entries", {}))  # the table the predictor was fitted with wins
         table = LatencyTable(lut.device, lut.runtime_version, lut.threads, lut.fmt, entries,
                              float(md.get("table_overhead_ms", lut.overhead_ms)))
-        self.sink("latency.model", kind="learned", path=str(path))
-        return PredictedLatency(space, table, pred, path)
+        ho = (md.get("holdout") or {}).get("learned") or {}
+        margin = self.cfg.measure.latency_margin
+        if margin < 0:  # auto: the hold-out's 90th percentile of measured-over-predicted
+            margin = float(ho.get("underprediction_p90", ho.get("mape", 0.0)))
+        self.sink("latency.model", kind="learned", path=str(path), margin=round(margin, 4))
+        return PredictedLatency(space, table, pred, path, margin=margin)
 
     def _measured_latency(self) -> Any:
         from edgenas.devices.latency_model import MeasuredLatency
@@ -191,7 +194,7 @@ class Pipeline:
 
         if isinstance(lat, PredictedLatency):
             md = lat.predictor.metadata
-            return {"kind": "learned", "path": str(lat.path), "samples": md.get("samples"),
+            return {"kind": "learned", "path": str(lat.path), "samples": md.get("samples"), "margin": lat.margin,
                     "holdout_samples": md.get("holdout_samples"), "created": md.get("created"),
                     "holdout": (md.get("holdout") or {}).get("learned")}
         return {"kind": "table+fit", **lat.fit_info}
@@ -291,7 +294,9 @@ class Pipeline:
         est = {"macs": cost.macs(space).cost(spec), "params": cost.params(space).cost(spec),
                "flash_bytes": cost.flash(space).cost(spec), "ram_bytes": cost.peak_ram(space).cost(spec)}
         if latency and self.cfg.max_latency_ms > 0:
-            est["latency_ms"] = self.latency_model().cost(spec)
+            lat = self.latency_model()
+            est["latency_ms"] = lat.predict(spec) if hasattr(lat, "predict") else lat.cost(spec)
+            est["latency_priced_ms"] = lat.cost(spec)
             est["latency_table_ms"] = self.latency_model().table_ms(spec)
         return est
 

@@ -152,7 +152,8 @@ def render_report(p: "Pipeline", spec: ArchSpec, m: dict[str, Any]) -> str:
         lines += ["", f"Latency model: the device's calibrated predictor `{lm['path']}` ({lm.get('samples')} measured "
                   f"networks, calibrated {lm.get('created')}; on its {lm.get('holdout_samples')} held-out networks MAPE "
                   f"{ho.get('mape', float('nan')):.1%}, {ho.get('within_10pct', float('nan')):.0%} within ±10%) is the "
-                  "search's differentiable latency cost and prices derived specs."]
+                  f"search's differentiable latency cost and prices derived specs, raised by a safety margin of "
+                  f"{100 * lm.get('margin', 0.0):.1f}% (the hold-out's 90th percentile of measured over predicted)."]
     elif fit:
         lines += ["", f"Latency model: the search's differentiable latency is a + b·Σ(table), a = {fit['a_ms']:.4f} ms, "
                   f"b = {fit['b']:.3f}, fitted on {fit['samples']} whole networks measured on the device: MAPE "

@@ -47,6 +47,7 @@ import numpy as np
 
 import edgenas
 from edgenas.errors import ExportError
+from edgenas.store import file_hash
 from edgenas.spec import ArchSpec
 
 INFER_SCRIPT = Path(__file__).resolve().parent / "bundle_infer.py"
@@ -65,11 +66,7 @@ STALE_TMP_S = 3600.0  # leftover .bundle-tmp-* folders older than this are remov
 
 def sha256_file(path: Path) -> str:
     """Full hex sha256 of a file's content."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_hash(path, 64)
 
 
 def _check_file(path: Path, what: str) -> Path:

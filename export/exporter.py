@@ -33,6 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgenas.errors import ExportError
+from edgenas.fileio import atomic_write_text
 from edgenas.events import EventSink, null_sink, progress
 
 log = logging.getLogger("edgenas.export")
@@ -261,15 +262,9 @@ def export_network(job: ExportJob, sink: EventSink | None = None) -> dict[str, A
     report = {"arch_hash": job.spec.hash() if job.spec is not None else None, "test_examples": int(len(job.test_y)), "test_acc_fp32_torch": torch_acc,
               "models": results, "frontend": fe, "shipped": sorted(r["file"] for r in results.values() if r["status"] == "ok"),
               "failed": sorted(r["file"] for r in results.values() if r["status"] != "ok")}
-    _atomic(job.out_dir / "report.json", json.dumps(report, indent=1, default=float) + "\n")
-    _atomic(job.out_dir / "report.md", render(report))
+    atomic_write_text(job.out_dir / "report.json", json.dumps(report, indent=1, default=float) + "\n")
+    atomic_write_text(job.out_dir / "report.md", render(report))
     return report
-
-
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _pct(v: Any) -> str:

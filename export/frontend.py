@@ -48,13 +48,14 @@ from typing import Any, Iterator
 import numpy as np
 
 from edgenas.errors import ExportError
+from edgenas.fileio import atomic_write_bytes
+from edgenas.export.tflite_export import embed_metadata, read_tflite_metadata
 from edgenas.spec import DataConfig
 
 
 AUDIO_NAME = "audio"
 FEATURES_NAME = "features"
 FRONTEND_KIND = "mfcc"
-TFLITE_METADATA_NAME = "edgenas"
 TFLITE_INSTALL_HINT = "pip install 'edgenas[tflite]'"
 
 
@@ -168,38 +169,6 @@ def _import_tf() -> Any:
     return import_tf()[0]
 
 
-def _atomic_write_bytes(data: bytes, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _tflite_add_metadata(flatbuffer: bytes, metadata: dict[str, str]) -> bytes:
-    """The model with a metadata entry ``edgenas`` holding ``metadata`` as JSON."""
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
-    buf = schema.BufferT()
-    buf.data = np.frombuffer(json.dumps(metadata, sort_keys=True).encode(), dtype=np.uint8)
-    model.buffers.append(buf)
-    entry = schema.MetadataT()
-    entry.name = TFLITE_METADATA_NAME
-    entry.buffer = len(model.buffers) - 1
-    model.metadata = [m for m in (model.metadata or []) if m.name != TFLITE_METADATA_NAME.encode()] + [entry]
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-
-
 def export_frontend_tflite(cfg: DataConfig, path: str | Path) -> Path:
     """Float TFLite front end: ``audio`` [1, clip_samples] → [1, n_frames, n_mfcc, 1] (NHWC).
 
@@ -228,12 +197,12 @@ def export_frontend_tflite(cfg: DataConfig, path: str | Path) -> Path:
             converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], frontend)
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
             flat = converter.convert()
-            flat = _tflite_add_metadata(flat, frontend_metadata(cfg, "NHWC"))
+            flat = embed_metadata(flat, frontend_metadata(cfg, "NHWC"))
     except Exception as e:
         text = str(e).strip().splitlines()
         raise ExportError(f"TFLite front-end export to {path} failed: {text[0] if text else type(e).__name__}") from None
     _check_tflite(flat, cfg, path)
-    _atomic_write_bytes(flat, path)
+    atomic_write_bytes(path, flat)
     return path
 
 
@@ -283,14 +252,7 @@ def read_frontend_metadata(path: str | Path) -> dict[str, str]:
     if not path.is_file():
         raise ExportError(f"front-end model not found: {path}")
     if _is_tflite(path):
-        _import_tf()
-        from tensorflow.lite.tools import flatbuffer_utils
-
-        model = flatbuffer_utils.read_model_from_bytearray(bytearray(path.read_bytes()))
-        for m in model.metadata or []:
-            if m.name == TFLITE_METADATA_NAME.encode():
-                return json.loads(bytes(model.buffers[m.buffer].data).decode())
-        return {}
+        return read_tflite_metadata(path)
     from edgenas.export.onnx_export import read_metadata
 
     return read_metadata(path)

@@ -20,7 +20,6 @@ import contextlib
 import io
 import json
 import logging
-import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 
 import edgenas
 from edgenas.errors import ExportError
+from edgenas.fileio import atomic_write_bytes
 
 OPSET = 18
 INPUT_NAME = "input"
@@ -79,19 +79,8 @@ def _quiet() -> Iterator[io.StringIO]:
 def _atomic_save(model: Any, path: Path) -> None:
     import onnx
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; give the file ordinary permissions
-        onnx.save(model, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, onnx.serialize_model(model) if hasattr(onnx, "serialize_model")
+                       else model.SerializeToString())
 
 
 def _set_metadata(model: Any, metadata: dict[str, str]) -> None:

@@ -35,10 +35,7 @@ compatibility (:mod:`edgenas.export.tflm_ops`), peak activation memory and flash
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -47,6 +44,7 @@ import numpy as np
 from torch import nn
 
 from edgenas.errors import ExportError
+from edgenas.fileio import atomic_write_bytes
 from edgenas.export.keras_build import (
     TFLITE_EXTRA,
     channels_last_perm,
@@ -141,7 +139,7 @@ def export_tflite(model: nn.Module, input_shape: tuple[int, ...], path: str | Pa
     data = _convert(keras_model, quant, samples)
     md = {**(metadata or {}), **_own_metadata(input_shape, quant, 0 if samples is None else len(samples))}
     data = embed_metadata(data, md)
-    return _atomic_write(Path(path), data)
+    return atomic_write_bytes(path, data)
 
 
 def tflite_int8_random(model: nn.Module, input_shape: tuple[int, ...], path: str | Path, *, samples: int = 8,
@@ -157,7 +155,7 @@ def tflite_int8_random(model: nn.Module, input_shape: tuple[int, ...], path: str
     data = _convert(keras_model, "int8", x)
     md = {**(metadata or {}), **_own_metadata(input_shape, "int8", samples), "calibration": "random-normal"}
     data = embed_metadata(data, md)
-    return _atomic_write(Path(path), data)
+    return atomic_write_bytes(path, data)
 
 
 def _own_metadata(input_shape: Sequence[int], quant: str, n_calib: int) -> dict[str, str]:
@@ -170,22 +168,6 @@ def _own_metadata(input_shape: Sequence[int], quant: str, n_calib: int) -> dict[
         "torch_input_shape": json.dumps([1, *[int(s) for s in input_shape[1:]]]),
         "calibration_samples": str(n_calib),
     }
-
-
-def _atomic_write(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 # ---- flatbuffer access -------------------------------------------------------------------------

@@ -187,7 +187,6 @@ def test_interrupted_run_resumes(tone_fsdd: Path, tmp_path: Path, cli, tiny_sets
 
 def _cheapest_latency(run_dir: Path, store: Path) -> float:
     from edgenas import config as C
-    from edgenas import cost
     from edgenas.devices.latency_table import load_latency_table
     from edgenas.devices.registry import get_device
     from edgenas.spaces.kws_dscnn import KWSDSCNNSpace

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from dscnn_toy import TinyDSCNN as _DSCNN
 from edgenas.spec import LayerDesc

@@ -52,8 +52,13 @@ def test_chain_latency_close_to_the_real_exported_model(space: KWSDSCNNSpace, mo
     net = space.build(spec).eval()
     fp32 = export_onnx_fp32(net, (1, 1, *spec.data.feature_shape), tmp_path / "m.onnx", dynamic_batch=False)
     int8 = quantize_int8(fp32, tmp_path / "m.int8.onnx", torch.randn(64, 1, *spec.data.feature_shape).numpy())
-    real = model.device.measure(int8, runs=100, warmup=10).median_ms
-    chain = model.cost(spec)
+    from edgenas.export.micro import save_chain_model
+
+    chain_file = save_chain_model(space.layers(spec), "onnx-int8", tmp_path / "chain.onnx")
+    # p10, not the median: ONNX Runtime on a shared VM is bimodal per session (up to 2.5x between two
+    # sessions of one file); the low percentile is the repeatable figure (see bench/RESULTS.md)
+    real = model.device.measure(int8, runs=100, warmup=10).stat("p10")
+    chain = model.device.measure(chain_file, runs=100, warmup=10).stat("p10")
     assert 0.5 < chain / real < 2.0, (chain, real)
 
 

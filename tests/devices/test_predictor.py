@@ -137,3 +137,16 @@ def test_layer_features_and_groups(space):
     assert set(groups[1:-2]) <= {"dw", "pw"}
     f = layer_features(space.layers(spec)[0], table)
     assert f[-1] == 1.0 and f[1] == pytest.approx(space.layers(spec)[0].macs / 1e6)
+
+
+def test_margin_raises_both_faces(space):
+    enc, table, specs, x, y = _data(space, 100)
+    model = LatencyPredictor.fit(enc, x, y)
+    plain = PredictedLatency(space, table, model)
+    safe = PredictedLatency(space, table, model, margin=0.1)
+    spec = specs[0]
+    assert safe.cost(spec) == pytest.approx(1.1 * plain.cost(spec)) and safe.predict(spec) == plain.cost(spec)
+    probs = space.one_hot(spec)
+    assert float(safe.expected_cost(probs)) == pytest.approx(1.1 * float(plain.expected_cost(probs)), rel=1e-6)
+    e = errors([1.0, 1.0, 1.0], [1.2, 0.9, 1.0])
+    assert e["underprediction_p90"] == pytest.approx(0.16, abs=0.01)

@@ -3,7 +3,6 @@ tested as soon as it is registered); the second half checks the KWS DS-CNN space
 
 from __future__ import annotations
 
-import random
 
 import pytest
 import torch
