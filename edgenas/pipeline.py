@@ -106,11 +106,29 @@ class Pipeline:
             self._store = Store(self.store_path)
         return self._store
 
+    def norm_stats(self, data_cfg: Any) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per-coefficient (mean, std) of the train split's features, or None (``train.normalize`` off)."""
+        if not self.cfg.train.normalize:
+            return None
+        from edgenas.datasets.features import load_features
+
+        cache = self.__dict__.setdefault("_norm", {})
+        if data_cfg.key() not in cache:
+            x = load_features(self.dataset, "train", data_cfg, cache_dir=self.cache_dir, sink=self.sink).x
+            cache[data_cfg.key()] = (x.mean(axis=(0, 1, 2)).astype(np.float32),
+                                     (x.std(axis=(0, 1, 2)) + 1e-6).astype(np.float32))
+        return cache[data_cfg.key()]
+
     def features(self, split: str, data_cfg: Any) -> SplitTensors:
+        """A split's features for one data configuration, standardised as the model sees them."""
         from edgenas.datasets.features import load_features
 
         fs = load_features(self.dataset, split, data_cfg, cache_dir=self.cache_dir, sink=self.sink)
-        return SplitTensors(torch.from_numpy(np.ascontiguousarray(fs.x)), torch.from_numpy(fs.y).long())
+        x = fs.x
+        norm = self.norm_stats(data_cfg)
+        if norm is not None:
+            x = (x - norm[0]) / norm[1]
+        return SplitTensors(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(fs.y).long())
 
     @property
     def latency_fmt(self) -> str:
@@ -356,6 +374,7 @@ class Pipeline:
                         test_x=te.x.numpy(), test_y=te.y.numpy(),
                         test_audio=split_waves(self.dataset, "test", spec.data),
                         estimates=self.estimates(spec, latency=False), formats=formats or self.export_formats(),
+                        norm=self.norm_stats(spec.data),
                         quants=quants or list(QUANTS), seed=self.cfg.seed)
         report = export_network(job, sink=self.sink)
         models = {f: self.run.file("export") / r["file"] for f in job.formats

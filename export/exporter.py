@@ -60,6 +60,7 @@ class ExportJob:
     formats: Sequence[str] = FORMATS
     quants: Sequence[str] = QUANTS
     frontend: bool = True
+    norm: tuple[np.ndarray, np.ndarray] | None = None  # per-coefficient (mean, std) the inputs were standardised by
     seed: int = 0
 
 
@@ -212,13 +213,15 @@ class _Exporter:
         audio = job.test_audio
         assert audio is not None
         ref_feats = mfcc(torch.from_numpy(audio), cfg).numpy()[:, None]
+        if job.norm is not None:
+            ref_feats = (ref_feats - job.norm[0]) / job.norm[1]
         torch_acc = _accuracy(_torch_logits(job.model, ref_feats).argmax(1), job.test_y)
         out: dict[str, Any] = {"torch_pipeline_acc": torch_acc, "clips": int(len(audio))}
         for fmt in job.formats:
             path = self.out / f"frontend.fp32.{fmt}"
             rec: dict[str, Any] = {"file": path.name}
             try:
-                (export_frontend_onnx if fmt == "onnx" else export_frontend_tflite)(cfg, path)
+                (export_frontend_onnx if fmt == "onnx" else export_frontend_tflite)(cfg, path, job.norm)
                 feats = run_frontend(path, audio)
             except ExportError as e:
                 out[fmt] = {**rec, "status": "failed", "failures": [str(e)]}

@@ -59,7 +59,7 @@ FRONTEND_KIND = "mfcc"
 TFLITE_INSTALL_HINT = "pip install 'edgenas[tflite]'"
 
 
-def frontend_metadata(cfg: DataConfig, layout: str) -> dict[str, str]:
+def frontend_metadata(cfg: DataConfig, layout: str, norm: "Norm" = None) -> dict[str, str]:
     """The metadata a front-end artifact carries (edgenas version, data config, I/O contract)."""
     from edgenas.export.onnx_export import QUANT_FP32, model_metadata
 
@@ -71,17 +71,35 @@ def frontend_metadata(cfg: DataConfig, layout: str) -> dict[str, str]:
         data_key=cfg.key(),
         input=f"{AUDIO_NAME} float32 [1, {cfg.clip_samples}] at {cfg.sample_rate} Hz in [-1, 1]",
         output_layout=layout,
+        normalization=json.dumps(None if norm is None else {"mean": [float(v) for v in np.ravel(norm[0])],
+                                                            "std": [float(v) for v in np.ravel(norm[1])]}),
     )
 
 
-def _mfcc_module(cfg: DataConfig) -> Any:
+Norm = tuple[np.ndarray, np.ndarray] | None  # per-coefficient (mean, std) the classifier's inputs are standardised by
+
+
+def _dct_and_bias(cfg: DataConfig, norm: Norm) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(window, mel_fb, dct, bias): standardisation ``(mfcc − mean) / std`` folded into the DCT."""
+    from edgenas.datasets.features import mfcc_matrices
+
+    window, mel_fb, dct = mfcc_matrices(cfg)
+    bias = np.zeros(cfg.n_mfcc, np.float32)
+    if norm is not None:
+        mean, std = (np.asarray(v, np.float32).reshape(-1) for v in norm)
+        dct = (dct / std[None, :]).astype(np.float32)
+        bias = (-mean / std).astype(np.float32)
+    return window, mel_fb, dct, bias
+
+
+def _mfcc_module(cfg: DataConfig, norm: Norm = None) -> Any:
     """The front end as an ``nn.Module``: audio [1, clip_samples] → [1, 1, n_frames, n_mfcc]."""
     import torch
     import torch.nn.functional as F
 
-    from edgenas.datasets.features import LOG_OFFSET, mfcc_matrices
+    from edgenas.datasets.features import LOG_OFFSET
 
-    window, mel_fb, dct = mfcc_matrices(cfg)
+    window, mel_fb, dct, bias = _dct_and_bias(cfg, norm)
 
     class MfccFrontend(torch.nn.Module):
         def __init__(self) -> None:
@@ -89,6 +107,7 @@ def _mfcc_module(cfg: DataConfig) -> Any:
             self.register_buffer("window", torch.from_numpy(window))
             self.register_buffer("mel_fb", torch.from_numpy(mel_fb))
             self.register_buffer("dct", torch.from_numpy(dct))
+            self.register_buffer("bias", torch.from_numpy(bias))
             self.left = (cfg.n_fft - cfg.win_length) // 2
             self.right = cfg.n_fft - cfg.win_length - self.left
 
@@ -99,7 +118,7 @@ def _mfcc_module(cfg: DataConfig) -> Any:
             ri = torch.view_as_real(spec)                       # [1, bins, T, 2]
             power = (ri * ri).sum(-1).transpose(1, 2)           # [1, T, bins]
             logmel = torch.log(torch.matmul(power, self.mel_fb) + LOG_OFFSET)
-            return torch.matmul(logmel, self.dct).unsqueeze(1)  # [1, 1, T, n_mfcc]
+            return (torch.matmul(logmel, self.dct) + self.bias).unsqueeze(1)  # [1, 1, T, n_mfcc]
 
     return MfccFrontend().eval()
 
@@ -119,8 +138,9 @@ def _rename_io(model: Any, inputs: dict[str, str], outputs: dict[str, str]) -> N
                 node.output[i] = names[n]
 
 
-def export_frontend_onnx(cfg: DataConfig, path: str | Path) -> Path:
-    """Float ONNX front end: ``audio`` [1, clip_samples] → ``features`` [1, 1, n_frames, n_mfcc]."""
+def export_frontend_onnx(cfg: DataConfig, path: str | Path, norm: Norm = None) -> Path:
+    """Float ONNX front end: ``audio`` [1, clip_samples] → ``features`` [1, 1, n_frames, n_mfcc]
+    (standardised per coefficient when ``norm`` = (mean, std) is given)."""
     import onnx
 
     from edgenas.export.onnx_export import (
@@ -130,8 +150,8 @@ def export_frontend_onnx(cfg: DataConfig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=str(path.parent)) as td:
-        raw = export_onnx_fp32(_mfcc_module(cfg), (1, cfg.clip_samples), Path(td) / "frontend.onnx",
-                               frontend_metadata(cfg, "NCHW"), dynamic_batch=False)
+        raw = export_onnx_fp32(_mfcc_module(cfg, norm), (1, cfg.clip_samples), Path(td) / "frontend.onnx",
+                               frontend_metadata(cfg, "NCHW", norm), dynamic_batch=False)
         proto = onnx.load(str(raw))
     _rename_io(proto, {INPUT_NAME: AUDIO_NAME}, {OUTPUT_NAME: FEATURES_NAME})
     try:
@@ -169,16 +189,16 @@ def _import_tf() -> Any:
     return import_tf()[0]
 
 
-def export_frontend_tflite(cfg: DataConfig, path: str | Path) -> Path:
+def export_frontend_tflite(cfg: DataConfig, path: str | Path, norm: Norm = None) -> Path:
     """Float TFLite front end: ``audio`` [1, clip_samples] → [1, n_frames, n_mfcc, 1] (NHWC).
 
     TensorFlow is needed at export time only (``pip install 'edgenas[tflite]'``).
     """
-    from edgenas.datasets.features import LOG_OFFSET, mfcc_matrices
+    from edgenas.datasets.features import LOG_OFFSET
 
     tf = _import_tf()
     path = Path(path)
-    window, mel_fb, dct = mfcc_matrices(cfg)
+    window, mel_fb, dct, bias = _dct_and_bias(cfg, norm)
 
     @tf.function(input_signature=[tf.TensorSpec([1, cfg.clip_samples], tf.float32, name=AUDIO_NAME)])
     def frontend(audio: Any) -> Any:
@@ -188,7 +208,7 @@ def export_frontend_tflite(cfg: DataConfig, path: str | Path) -> Path:
         re, im = tf.math.real(spec), tf.math.imag(spec)
         power = re * re + im * im          # not |z|²: avoids a sqrt-then-square on near-silence
         logmel = tf.math.log(tf.matmul(power, tf.constant(mel_fb)) + LOG_OFFSET)
-        out = tf.matmul(logmel, tf.constant(dct))                             # [1, T, n_mfcc]
+        out = tf.matmul(logmel, tf.constant(dct)) + tf.constant(bias)        # [1, T, n_mfcc]
         return {FEATURES_NAME: tf.reshape(out, [1, cfg.n_frames, cfg.n_mfcc, 1])}
 
     try:
@@ -197,7 +217,7 @@ def export_frontend_tflite(cfg: DataConfig, path: str | Path) -> Path:
             converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], frontend)
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
             flat = converter.convert()
-            flat = embed_metadata(flat, frontend_metadata(cfg, "NHWC"))
+            flat = embed_metadata(flat, frontend_metadata(cfg, "NHWC", norm))
     except Exception as e:
         text = str(e).strip().splitlines()
         raise ExportError(f"TFLite front-end export to {path} failed: {text[0] if text else type(e).__name__}") from None

@@ -125,3 +125,17 @@ def test_missing_tensorflow_names_the_extra(tmp_path: Path, monkeypatch: pytest.
 def test_run_frontend_errors(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="not found"):
         run_frontend(tmp_path / "nope.onnx", np.zeros((1, 8000), np.float32))
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_standardisation_is_folded_into_the_front_end(exported: dict, fmt: str, tmp_path: Path) -> None:
+    cfg, ref = exported["cfg"], exported["ref"]
+    mean = ref.mean(axis=(0, 1, 2)).astype(np.float32)
+    std = (ref.std(axis=(0, 1, 2)) + 1e-6).astype(np.float32)
+    fn = export_frontend_onnx if fmt == "onnx" else export_frontend_tflite
+    path = fn(cfg, tmp_path / f"norm.{fmt}", (mean, std))
+    got = run_frontend(path, exported["waves"])
+    want = (ref - mean) / std
+    assert np.abs(want).max() < 20 and np.abs(got - want).max() < ATOL  # standardised, and the same numbers
+    md = read_frontend_metadata(path)
+    assert json.loads(md["normalization"])["std"] == pytest.approx(std.tolist(), rel=1e-6)
