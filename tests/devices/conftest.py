@@ -91,3 +91,14 @@ def ssh_board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandInBoard
         yield board
     finally:
         board.stop()
+
+
+@pytest.fixture
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No ~/.ssh/config or ~/.ssh/known_hosts of the developer's; no ssh-agent."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    monkeypatch.setenv("EDGENAS_CONFIG", str(tmp_path / "cfg"))
+    return home

@@ -152,3 +152,21 @@ class StandInBoard:
         path = path or self.root / f"{name}.toml"
         path.write_text("\n".join(lines) + "\n")
         return path
+
+
+def board_device(board: StandInBoard, tmp_path: Path, **kw: object) -> Any:
+    """The SSHBoard device of a profile written for ``board`` (``kw`` replace [ssh] values)."""
+    from edgenas.devices.registry import get_device
+    from edgenas.devices.ssh_board import SSHBoard
+
+    dev = get_device(str(board.profile(path=tmp_path / "board.toml", **kw)))  # type: ignore[arg-type]
+    assert isinstance(dev, SSHBoard)
+    return dev
+
+
+def wrapper(tmp_path: Path, name: str, body: str) -> Path:
+    """An executable shell script (a fake board python, e.g. one that hangs or lacks a runtime)."""
+    path = tmp_path / name
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+    return path

@@ -15,11 +15,7 @@ from sshd_fixture import StandInBoard
 
 
 @pytest.fixture
-def board_profile(ssh_board: StandInBoard, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+def board_profile(ssh_board: StandInBoard, tmp_path: Path, isolated_home: Path) -> Path:
     return ssh_board.profile(name="standin", runtime="onnxruntime", path=tmp_path / "standin.toml")
 
 

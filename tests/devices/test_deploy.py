@@ -19,15 +19,17 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from sshd_fixture import StandInBoard, free_port
+from sshd_fixture import StandInBoard, board_device, free_port, wrapper
 
 from edgenas.devices.registry import get_device
-from edgenas.devices.ssh_board import SSHBoard
 from edgenas.errors import DeviceError, ExportError
 
 
 def _bundle_tests() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "export" / "test_bundle.py"
+    folder = Path(__file__).resolve().parents[1] / "export"
+    if str(folder) not in sys.path:  # test_bundle.py imports its folder's helpers (export_toys)
+        sys.path.append(str(folder))
+    path = folder / "test_bundle.py"
     spec = importlib.util.spec_from_file_location("edgenas_tests_bundle_helpers", path)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
@@ -40,14 +42,8 @@ pytestmark = pytest.mark.skipif(not TB.FSDD.is_dir(), reason="shared sample data
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No ~/.ssh/config or ~/.ssh/known_hosts of the developer's; no ssh-agent."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    monkeypatch.setenv("EDGENAS_CONFIG", str(tmp_path / "cfg"))
-    return home
+def _isolated(isolated_home: Path) -> Path:  # tests/devices/conftest.py
+    return isolated_home
 
 
 @pytest.fixture(scope="module")
@@ -60,19 +56,6 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     res = make_bundle(out, models=inputs["models"], frontends=inputs["frontends"], labels=inputs["labels"],
                       spec=inputs["spec"], metadata={}, sample_wav=TB.CLIPS[0])
     return {"out": out, "res": res, "expected": inputs["expected"], "dir": Path(res["bundle_dir"])}
-
-
-def board_device(board: StandInBoard, tmp_path: Path, **kw: object) -> SSHBoard:
-    dev = get_device(str(board.profile(path=tmp_path / "board.toml", **kw)))  # type: ignore[arg-type]
-    assert isinstance(dev, SSHBoard)
-    return dev
-
-
-def wrapper(tmp_path: Path, name: str, body: str) -> Path:
-    path = tmp_path / name
-    path.write_text(f"#!/bin/sh\n{body}\n")
-    path.chmod(0o755)
-    return path
 
 
 def local_infer(bundle_dir: Path, clip: Path) -> dict[str, Any]:

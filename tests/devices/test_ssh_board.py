@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sshd_fixture import StandInBoard, free_port, keygen
+from sshd_fixture import StandInBoard, board_device, free_port, keygen, wrapper
 
 from edgenas.devices.base import Device, Measurement
 from edgenas.devices.measure import measure_cached
@@ -21,27 +21,8 @@ from edgenas.store import Store
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No ~/.ssh/config or ~/.ssh/known_hosts of the developer's; no ssh-agent."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    monkeypatch.setenv("EDGENAS_CONFIG", str(tmp_path / "cfg"))
-    return home
-
-
-def board_device(board: StandInBoard, tmp_path: Path, **kw: object) -> SSHBoard:
-    dev = get_device(str(board.profile(path=tmp_path / "board.toml", **kw)))  # type: ignore[arg-type]
-    assert isinstance(dev, SSHBoard)
-    return dev
-
-
-def wrapper(tmp_path: Path, name: str, body: str) -> Path:
-    path = tmp_path / name
-    path.write_text(f"#!/bin/sh\n{body}\n")
-    path.chmod(0o755)
-    return path
+def _isolated(isolated_home: Path) -> Path:  # tests/devices/conftest.py
+    return isolated_home
 
 
 def test_measure_onnx(ssh_board: StandInBoard, tmp_path: Path, small_onnx: Path) -> None:

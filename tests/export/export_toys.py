@@ -48,3 +48,34 @@ def train_toy(seed: int = 0, steps: int = 200) -> tuple[ToyDSCNN, np.ndarray, np
     model.eval()
     x_test, y_test = toy_data(512, seed + 1)
     return model, x_test, y_test
+
+
+def tflite_int8_linear(w: np.ndarray, b: np.ndarray, calib: np.ndarray, feature_shape: tuple[int, int]) -> bytes:
+    """A full-int8 TFLite linear classifier on NHWC [1, *feature_shape, 1] (int8 in, int8 out)."""
+    import os
+    import warnings
+    from typing import Any
+
+    from edgenas.export.keras_build import import_tf
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    tf, _ = import_tf()
+    shape = [1, *feature_shape, 1]
+
+    @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32)])
+    def classify(x: Any) -> Any:
+        return tf.matmul(tf.reshape(x, [1, -1]), tf.constant(w)) + tf.constant(b)
+
+    def representative() -> Any:
+        for x in calib:
+            yield [x.reshape(shape)]
+
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([classify.get_concrete_function()], classify)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return conv.convert()

@@ -15,12 +15,12 @@ import os
 import subprocess
 import sys
 import tarfile
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from export_toys import tflite_int8_linear
 
 DATA = Path("/work/shared/data")
 FSDD = DATA / "fsdd" / "recordings"
@@ -86,33 +86,6 @@ def _onnx_linear(w: np.ndarray, b: np.ndarray, path: Path) -> Path:
     return path
 
 
-def _tflite_linear(w: np.ndarray, b: np.ndarray, calib: np.ndarray, path: Path) -> Path:
-    """Full-int8 TFLite linear classifier on NHWC [1, 49, 10, 1] (int8 in, int8 out)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
-
-    shape = [1, *_cfg().feature_shape, 1]
-
-    @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32)])
-    def classify(x: Any) -> Any:
-        return tf.matmul(tf.reshape(x, [1, -1]), tf.constant(w)) + tf.constant(b)
-
-    def representative() -> Any:
-        for x in calib:
-            yield [x.reshape(shape)]
-
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([classify.get_concrete_function()], classify)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = representative
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        path.write_bytes(conv.convert())
-    return path
-
-
 def build_inputs(d: Path, tflite: bool = False) -> dict[str, Any]:
     """The make_bundle inputs of the tiny classifier, written under ``d``: ``{"models", "frontends",
     "labels", "spec", "expected" (label per CLIPS entry, from the int8 ONNX classifier)}``."""
@@ -128,7 +101,8 @@ def build_inputs(d: Path, tflite: bool = False) -> dict[str, Any]:
     fp32.unlink()
     frontends = {"onnx": export_frontend_onnx(_cfg(), d / "fe.onnx")}
     if tflite:
-        models["tflite"] = _tflite_linear(w, b, x, d / "linear.int8.tflite")
+        models["tflite"] = d / "linear.int8.tflite"
+        models["tflite"].write_bytes(tflite_int8_linear(w, b, x, _cfg().feature_shape))
         frontends["tflite"] = export_frontend_tflite(_cfg(), d / "fe.tflite")
     logits = run_onnx(models["onnx"], _features(CLIPS))
     return {"models": models, "frontends": frontends, "labels": list(LABELS), "spec": _spec(),

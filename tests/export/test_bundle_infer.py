@@ -17,11 +17,9 @@ import os
 import shutil
 import subprocess
 import sys
-import warnings
 import wave
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import numpy as np
 import pytest
@@ -30,6 +28,7 @@ import torch
 
 from edgenas.datasets.audio import _decode, fit_length, load_audio, resample
 from edgenas.datasets.features import mfcc
+from export_toys import tflite_int8_linear
 from edgenas.export.frontend import export_frontend_onnx, export_frontend_tflite
 from edgenas.export.onnx_export import export_onnx_fp32, model_metadata, quantize_int8, run_onnx
 from edgenas.spec import DataConfig
@@ -51,32 +50,6 @@ def _features(files: list[Path], rate: int = CFG.sample_rate) -> np.ndarray:
     waves = np.stack([fit_length(load_audio(f, rate), CFG.clip_samples) for f in files]).astype(np.float32)
     with torch.no_grad():
         return mfcc(torch.from_numpy(waves), CFG).numpy()[:, None]  # [N, 1, 49, 10]
-
-
-def _tflite_int8_classifier(w: np.ndarray, b: np.ndarray, calib: np.ndarray) -> bytes:
-    """A full-int8 TFLite linear classifier on NHWC [1, 49, 10, 1] input (int8 in, int8 out)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
-
-    shape = [1, *CFG.feature_shape, 1]
-
-    @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32)])
-    def classify(x: Any) -> Any:
-        return tf.matmul(tf.reshape(x, [1, -1]), tf.constant(w)) + tf.constant(b)
-
-    def representative() -> Any:
-        for x in calib:
-            yield [x.reshape(shape)]
-
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([classify.get_concrete_function()], classify)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = representative
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return conv.convert()
 
 
 def _tflite_logits(path: Path, feats: np.ndarray) -> np.ndarray:
@@ -117,7 +90,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> dict:
     fp32 = export_onnx_fp32(net, (1, 1, *CFG.feature_shape), d / "model.fp32.onnx", md, dynamic_batch=False)
     quantize_int8(fp32, d / "model.int8.onnx", x, md)
     fp32.unlink()
-    (d / "model.int8.tflite").write_bytes(_tflite_int8_classifier(w, b, x))
+    (d / "model.int8.tflite").write_bytes(tflite_int8_linear(w, b, x, CFG.feature_shape))
     export_frontend_onnx(CFG, d / "frontend.onnx")
     export_frontend_tflite(CFG, d / "frontend.tflite")
     shutil.copy(SCRIPT, d / "infer.py")
