@@ -138,6 +138,14 @@ class _UnknownHostKey(Exception):
         self.key = key
 
 
+def _remote_replace(sftp: Any, tmp: str, dst: str) -> None:
+    """Rename an uploaded temporary file into place (atomic where the server supports posix-rename)."""
+    try:
+        sftp.posix_rename(tmp, dst)
+    except OSError:
+        sftp.rename(tmp, dst)
+
+
 def _reject_policy(paramiko: Any) -> Any:
     class RejectUnknown(paramiko.MissingHostKeyPolicy):
         def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
@@ -374,10 +382,7 @@ class SSHBoard:
         tmp = f"{remote}.part{os.getpid()}"
         try:
             sftp.put(str(local), tmp)
-            try:
-                sftp.posix_rename(tmp, remote)
-            except OSError:
-                sftp.rename(tmp, remote)
+            _remote_replace(sftp, tmp, remote)
         except OSError as e:
             raise DeviceError(f"device {self.name}: cannot copy {local.name} to {remote}: {e}") from None
         return True
@@ -446,10 +451,7 @@ class SSHBoard:
                 try:
                     with sftp.open(tmp, "w") as f:
                         f.write(json.dumps(hashes, indent=1, sort_keys=True).encode())
-                    try:
-                        sftp.posix_rename(tmp, manifest_path)
-                    except OSError:
-                        sftp.rename(tmp, manifest_path)
+                    _remote_replace(sftp, tmp, manifest_path)
                 except OSError as e:
                     raise DeviceError(f"device {self.name}: cannot write {manifest_path} on the board: {e}") from None
         return {"remote_dir": base, "uploaded": uploaded, "skipped": skipped, "bytes": nbytes}

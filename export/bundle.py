@@ -308,7 +308,7 @@ def _readme(bundle: dict[str, Any], has_sample: bool, spec: ArchSpec) -> str:
         "sha256sum -c SHA256SUMS                  # check the files",
         "```",
         "",
-        f"Any PCM WAV (8/16/24/32-bit, any rate, mono or multi-channel) is accepted: it is mixed to mono,",
+        "Any PCM WAV (8/16/24/32-bit, any rate, mono or multi-channel) is accepted: it is mixed to mono,",
         f"resampled to {dc.sample_rate} Hz and centre-cropped or zero-padded to {dc.clip_ms:g} ms, as in",
         "training. `--bench N` times N end-to-end inferences (front end + classifier, after warm-up).",
         "Errors are one line on stderr with exit code 2.",

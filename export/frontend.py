@@ -41,7 +41,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -123,43 +122,13 @@ def _mfcc_module(cfg: DataConfig, norm: Norm = None) -> Any:
     return MfccFrontend().eval()
 
 
-def _rename_io(model: Any, inputs: dict[str, str], outputs: dict[str, str]) -> None:
-    """Rename graph inputs/outputs (and every node reference to them) in an ONNX proto."""
-    names = {**inputs, **outputs}
-    for vi in list(model.graph.input) + list(model.graph.output):
-        if vi.name in names:
-            vi.name = names[vi.name]
-    for node in model.graph.node:
-        for i, n in enumerate(node.input):
-            if n in names:
-                node.input[i] = names[n]
-        for i, n in enumerate(node.output):
-            if n in names:
-                node.output[i] = names[n]
-
-
 def export_frontend_onnx(cfg: DataConfig, path: str | Path, norm: Norm = None) -> Path:
     """Float ONNX front end: ``audio`` [1, clip_samples] → ``features`` [1, 1, n_frames, n_mfcc]
     (standardised per coefficient when ``norm`` = (mean, std) is given)."""
-    import onnx
+    from edgenas.export.onnx_export import export_onnx_fp32
 
-    from edgenas.export.onnx_export import (
-        INPUT_NAME, OUTPUT_NAME, _atomic_save, _first_line, export_onnx_fp32,
-    )
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=str(path.parent)) as td:
-        raw = export_onnx_fp32(_mfcc_module(cfg, norm), (1, cfg.clip_samples), Path(td) / "frontend.onnx",
-                               frontend_metadata(cfg, "NCHW", norm), dynamic_batch=False)
-        proto = onnx.load(str(raw))
-    _rename_io(proto, {INPUT_NAME: AUDIO_NAME}, {OUTPUT_NAME: FEATURES_NAME})
-    try:
-        onnx.checker.check_model(proto, full_check=True)
-    except Exception as e:
-        raise ExportError(f"front end {path} fails onnx.checker: {_first_line(e)}") from None
-    _atomic_save(proto, path)
-    return path
+    return export_onnx_fp32(_mfcc_module(cfg, norm), (1, cfg.clip_samples), path, frontend_metadata(cfg, "NCHW", norm),
+                            dynamic_batch=False, input_name=AUDIO_NAME, output_name=FEATURES_NAME)
 
 
 @contextlib.contextmanager

@@ -115,7 +115,8 @@ def _first_line(e: BaseException) -> str:
 
 
 def export_onnx_fp32(model: Any, input_shape: tuple[int, ...], path: str | Path,
-                     metadata: dict[str, str] | None = None, dynamic_batch: bool = True) -> Path:
+                     metadata: dict[str, str] | None = None, dynamic_batch: bool = True,
+                     input_name: str = INPUT_NAME, output_name: str = OUTPUT_NAME) -> Path:
     """Export ``model`` (eval mode) for inputs ``[batch, *input_shape[1:]]``; returns ``path``.
 
     ``input_shape`` includes the batch dimension (e.g. ``(1, 1, 49, 10)``). With
@@ -138,7 +139,7 @@ def export_onnx_fp32(model: Any, input_shape: tuple[int, ...], path: str | Path,
             with _quiet(), torch.no_grad():
                 program = torch.onnx.export(
                     model, (example,), dynamo=True, opset_version=OPSET,
-                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                    input_names=[input_name], output_names=[output_name],
                     dynamic_shapes=({0: torch.export.Dim("batch")},) if dynamic_batch else None, verbose=False,
                 )
                 program.save(str(raw))
