@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgenas.devices.base import STATS, Device, Measurement, measure_many
+from edgenas.devices.base import STATS, Device, Measurement, measure_many, pooled
 from edgenas.devices.latency_table import LatencyTable, build_latency_table
 from edgenas.devices.predictor import LatencyPredictor, SpecEncoder, errors, predictor_path, stamp
 from edgenas.errors import ConfigError, DeviceError
@@ -73,18 +73,6 @@ class _Sample:
     macs: float
     table_ms: float
     measured: Measurement | None = None
-
-
-def _pool(ms: list[Measurement]) -> Measurement:
-    """One measurement from several passes over the same file: samples pooled, runs summed."""
-    from dataclasses import replace
-
-    samples = [x for m in ms for x in m.samples_ms]
-    pooled = Measurement.from_samples(samples, warmup=ms[0].warmup, runs=sum(m.runs for m in ms),
-                                      threads=ms[0].threads, runtime=ms[0].runtime,
-                                      runtime_version=ms[0].runtime_version, device=ms[0].device,
-                                      device_identity=ms[0].device_identity)
-    return replace(pooled, device_identity={**ms[0].device_identity, "passes": len(ms)})
 
 
 def default_predictor_root() -> Path:
@@ -211,7 +199,7 @@ class Calibration:
                     measure_many(self.device, paths, runs=self.s.runs, warmup=self.s.warmup,
                                  threads=self.device.threads, on_result=lambda i, m, got=got: got[i].append(m))
                 for i, (smp, ms) in enumerate(zip(batch, got)):
-                    m = _pool(ms)
+                    m = pooled(ms)
                     self.store.put_measurement(hashes[i], m, kind="chain", fmt=self.fmt, spec_hash=smp.spec.hash())
                     smp.measured = m
                     tick(1, ms=round(m.median_ms, 4))

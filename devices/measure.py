@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgenas.devices.base import Device, Measurement
+from edgenas.devices.base import Device, Measurement, pooled
 from edgenas.store import Store, file_hash
 
 
@@ -20,13 +20,16 @@ def measure_cached(
     warmup: int = 10,
     threads: int | None = None,
     layer_key: str | None = None,
+    loads: int = 1,
 ) -> Measurement:
-    """The stored measurement of ``artifact`` on (device, runtime version, threads), else measure and store it."""
+    """The stored measurement of ``artifact`` on (device, runtime version, threads), else measure
+    and store it: ``loads`` separate measurements (each loads the model afresh), samples pooled."""
     threads = int(threads or device.threads)
     key = file_hash(artifact)
     found = store.get_measurement(device.name, device.runtime_version(), threads, key)
     if found is not None:
         return found
-    m = device.measure(Path(artifact), runs=runs, warmup=warmup, threads=threads)
+    m = pooled([device.measure(Path(artifact), runs=runs, warmup=warmup, threads=threads)
+                for _ in range(max(1, loads))])
     store.put_measurement(key, m, kind=kind, fmt=fmt, spec_hash=spec_hash, layer_key=layer_key)
     return m

@@ -280,6 +280,21 @@ def timed(call, runs):
     return samples
 
 
+def stable_samples(np, take, max_repeats, spread_limit, rounds=2):
+    """The protocol of edgenas.devices.base.stable_samples (this script stays standalone): at least
+    ``rounds`` sets, up to ``max_repeats`` more while no set has p90 <= ``spread_limit`` x median;
+    keep the lowest-median tight set, else the tightest."""
+    sets = [take() for _ in range(max(1, rounds))]
+    for _ in range(max_repeats):
+        if any(spread(np, s) <= spread_limit for s in sets):
+            break
+        sets.append(take())
+    tight = [s for s in sets if spread(np, s) <= spread_limit]
+    if tight:
+        return min(tight, key=lambda s: float(np.median(s)))
+    return min(sets, key=lambda s: spread(np, s))
+
+
 def first_line(e):
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
@@ -335,13 +350,7 @@ def measure_model(np, picked, fmt, path, runs, warmup, threads, max_repeats, spr
     try:
         for _ in range(max(0, warmup)):
             call()
-        best = timed(call, runs)
-        for _ in range(max_repeats):
-            if spread(np, best) <= spread_limit:
-                break
-            again = timed(call, runs)
-            if spread(np, again) < spread(np, best):
-                best = again
+        best = stable_samples(np, lambda: timed(call, runs), max_repeats, spread_limit)
     except Exception as e:
         raise RunnerError("run_failed", "inference failed with %s: %s" % (module, first_line(e)), EXIT_RUN_FAILED)
     return {"ok": True, "samples_ms": best, "runtime": family, "runtime_module": module,

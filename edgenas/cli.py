@@ -22,6 +22,8 @@ examples:
   edgenas search --data ~/speech_commands_v0.02 --name sc12 --search-epochs 20 --epochs 40
   edgenas search --name sc12 --resume                     continue an interrupted run
   edgenas search --data DIR --set search.strategy=darts --set space.widths=16,32,64
+  edgenas search --space kws-tcn --data ../shared/data/fsdd --test-speakers nicolas --device litert-cpu
+      temporal-convolution space (TC-ResNet-like); e.g. --set space.block_ops=conv9,dw9,skip
 """
 
 
@@ -91,6 +93,8 @@ def _search_parser(sub: Any) -> None:
                                    "training, ONNX fp32/int8 export and measurement on the device.",
                        epilog=SEARCH_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", choices=["kws"], help="task (default: kws)")
+    p.add_argument("--space", help="search space: kws-dscnn (default; 2-D depthwise-separable CNN) or kws-tcn "
+                                   "(temporal convolutions over MFCC channels); its options are space.* keys")
     p.add_argument("--device", help="device profile name (see `edgenas devices`; default onnxruntime-cpu)")
     p.add_argument("--data", help="dataset folder (FSDD, Speech Commands or CSV manifest); default: the generated "
                                   "synthetic demo dataset")
@@ -118,10 +122,10 @@ def _search_parser(sub: Any) -> None:
 
 def _flags(a: argparse.Namespace) -> dict[str, Any]:
     flags: dict[str, Any] = {}
-    pairs = {"task": "task", "device": "device", "data": "data", "layout": "layout", "test_speakers": "test_speakers",
-             "val_speakers": "val_speakers", "max_latency_ms": "max_latency_ms", "max_ram_kb": "max_ram_kb",
-             "max_flash_kb": "max_flash_kb", "epochs": "train.epochs", "search_epochs": "search.epochs",
-             "strategy": "search.strategy", "seed": "seed", "latency_stat": "measure.latency_stat"}
+    pairs = {"task": "task", "space": "space_name", "device": "device", "data": "data", "layout": "layout",
+             "test_speakers": "test_speakers", "val_speakers": "val_speakers", "max_latency_ms": "max_latency_ms",
+             "max_ram_kb": "max_ram_kb", "max_flash_kb": "max_flash_kb", "epochs": "train.epochs",
+             "search_epochs": "search.epochs", "strategy": "search.strategy", "seed": "seed", "latency_stat": "measure.latency_stat"}
     for attr, key in pairs.items():
         v = getattr(a, attr)
         if v is not None:
@@ -271,9 +275,9 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
     bad = [kv for kv in a.set if not kv.startswith("space.")]
     if bad:
         raise EdgenasError(f"calibrate takes only space.* settings, got {bad[0]!r}")
-    cfg = C.resolve(sets=a.set, flags={"task": a.task})
+    cfg = C.resolve(sets=a.set, flags={"task": a.task, **({"space_name": a.space} if a.space else {})})
     device = get_device(a.device, **({"threads": a.threads} if a.threads else {}))
-    space = get_space(a.space or cfg.space_name, num_classes=12, config=cfg.space)
+    space = get_space(cfg.space_name, num_classes=12, config=cfg.space)
     fmt = a.fmt or f"{device.artifact_format}-int8"
     printer = ProgressPrinter(a.quiet)
     settings = CalibrationSettings(samples=a.samples, runs=a.runs, seed=a.seed, statistic=a.stat)

@@ -1,6 +1,9 @@
 """Run configuration: frozen dataclasses, resolved as defaults < file < ``--set key=value``.
 
 Unknown keys are errors with suggestions; the resolved config is saved in every run directory.
+The ``space`` section is the config dataclass of the space named by ``space_name``
+(the registered space class's ``config_class``): when resolving, the final ``space_name`` (from any source) is
+chosen first and every ``space.*`` key, whatever its order, is validated against that space.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 from edgenas.errors import ConfigError
 from edgenas.search import SearchConfig
+from edgenas.spaces import space_config_class
 from edgenas.spaces.kws_dscnn import KWSSpaceConfig
 from edgenas.train import TrainConfig
 
@@ -27,10 +31,12 @@ class MeasureConfig:
     warmup: int = 20
     threads: int = 1
     latency_quant: str = "int8"  # the model the latency budget applies to (what ships), in the device's format
-    latency_stat: str = "median"
+    latency_stat: str = "median"  # the latency figure budgets apply to: median, or p25 / p10 on noisy shared hosts
     # the calibrated predictor's prices are raised by this fraction so that derived specs hold their
     # budget as measured; -1 = auto: the predictor's hold-out 90th percentile of measured/predicted − 1
-    latency_margin: float = -1.0  # the latency figure budgets apply to: median, or p25 / p10 on noisy shared hosts
+    latency_margin: float = -1.0
+    # the final model is measured in this many separate loads, samples pooled (as calibration does)
+    loads: int = 3
     lut_runs: int = 30
     chain_runs: int = 50  # runs per whole-network (chain) latency measurement
     chain_samples: int = 40  # sampled specs the table correction is fitted on
@@ -49,10 +55,20 @@ class RunConfig:
     max_latency_ms: float = 0.0  # 0 = no budget
     max_ram_kb: float = 0.0
     max_flash_kb: float = 0.0
-    space: KWSSpaceConfig = field(default_factory=KWSSpaceConfig)
+    space: Any = field(default_factory=KWSSpaceConfig)  # the config dataclass of ``space_name``
     search: SearchConfig = field(default_factory=SearchConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
+
+    def __post_init__(self) -> None:
+        cls = space_config_class(self.space_name)
+        if isinstance(self.space, cls):
+            return
+        if is_dataclass(self.space) and self.space == type(self.space)():
+            object.__setattr__(self, "space", cls())  # untouched defaults of another space: switch
+            return
+        raise ConfigError(f"space options {type(self.space).__name__} do not belong to space {self.space_name} "
+                          f"(it takes {cls.__name__})")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -119,8 +135,18 @@ def _update(obj: Any, path: list[str], value: Any, full: str) -> Any:
     return replace(obj, **{head: _update(cur, path[1:], value, full)})
 
 
+def _set_space_name(cfg: RunConfig, value: Any) -> RunConfig:
+    """``space_name`` selects the ``space`` section's dataclass: switching to a space with another
+    config class starts that section from the new space's defaults."""
+    name = _coerce(value, str, "space_name")
+    cls = space_config_class(name)
+    return replace(cfg, space_name=name, space=cfg.space if isinstance(cfg.space, cls) else cls())
+
+
 def apply(cfg: RunConfig, key: str, value: Any) -> RunConfig:
     try:
+        if key == "space_name":
+            return _set_space_name(cfg, value)
         return _update(cfg, key.split("."), value, key)
     except ConfigError:
         raise
@@ -139,24 +165,32 @@ def load_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot parse config file {path}: {e}") from None
 
 
+def _apply_all(items: list[tuple[str, Any]]) -> RunConfig:
+    """Apply ``items`` in order, after choosing the space: the last ``space_name`` of all items
+    decides the ``space`` section's dataclass, so ``space.*`` keys may come before it."""
+    cfg = RunConfig()
+    names = [v for k, v in items if k == "space_name"]
+    if names:
+        cfg = apply(cfg, "space_name", names[-1])
+    for k, v in items:
+        if k != "space_name":
+            cfg = apply(cfg, k, v)
+    return cfg
+
+
 def resolve(file: Path | None = None, sets: list[str] | None = None, flags: dict[str, Any] | None = None) -> RunConfig:
     """defaults < config file < CLI flags (``flags``) < ``--set key=value`` overrides."""
-    cfg = RunConfig()
+    items: list[tuple[str, Any]] = []
     if file is not None:
-        for k, v in load_file(file).items():
-            cfg = apply(cfg, k, v)
-    for k, v in (flags or {}).items():
-        cfg = apply(cfg, k, v)
+        items += list(load_file(file).items())
+    items += list((flags or {}).items())
     for item in sets or []:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         k, v = item.split("=", 1)
-        cfg = apply(cfg, k.strip(), v.strip())
-    return cfg
+        items.append((k.strip(), v.strip()))
+    return _apply_all(items)
 
 
 def from_dict(d: dict[str, Any]) -> RunConfig:
-    cfg = RunConfig()
-    for k, v in d.items():
-        cfg = apply(cfg, k, v)
-    return cfg
+    return _apply_all(list(d.items()))

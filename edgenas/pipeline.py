@@ -26,6 +26,7 @@ from edgenas.config import RunConfig, to_dict
 from edgenas.constraints import Constraint, check_feasible, repair
 from edgenas.errors import ConfigError, EdgenasError
 from edgenas.events import EventSink, null_sink
+from edgenas.qat import qat_finetune
 from edgenas.runs import RunDir
 from edgenas.search import SearchResult, SplitTensors, run_search
 from edgenas.spaces import get_space
@@ -332,12 +333,18 @@ class Pipeline:
         model = self.space.build(spec)
         info = train_model(model, x, y, cfg.train, seed=cfg.seed, checkpoint=self.run.file("checkpoints/final.pt"),
                            sink=self.sink, eval_set=eval_set)
+        te = self.features("test", spec.data)  # the test split: measured, never used to select
+        out: dict[str, Any] = {"train_examples": len(y), "test_examples": len(te.y), "seconds": info["seconds"],
+                               "final_train_acc": info["history"][-1]["train_acc"] if info["history"] else None}
+        if cfg.train.qat_epochs > 0:
+            out["test_acc_fp32_torch_before_qat"] = accuracy(model, te.x, te.y)
+            qinfo = qat_finetune(model, x, y, cfg.train, seed=cfg.seed, checkpoint=self.run.file("checkpoints/qat.pt"),
+                                 sink=self.sink, eval_set=eval_set)
+            out["qat_seconds"] = qinfo["seconds"]
         torch.save(model.state_dict(), self.run.file("model.pt.tmp"))
         self.run.file("model.pt.tmp").replace(self.run.file("model.pt"))
-        te = self.features("test", spec.data)  # first and only use of the test split
-        test_acc = accuracy(model, te.x, te.y)
-        return {"train_examples": len(y), "test_examples": len(te.y), "test_acc_fp32_torch": test_acc,
-                "seconds": info["seconds"], "final_train_acc": info["history"][-1]["train_acc"] if info["history"] else None}
+        out["test_acc_fp32_torch"] = accuracy(model, te.x, te.y)
+        return out
 
     def load_model(self, spec: ArchSpec) -> torch.nn.Module:
         model = self.space.build(spec)
@@ -413,7 +420,7 @@ class Pipeline:
                                    f"{'; '.join((rec or {}).get('failures') or ['not exported'])}")
             path = self.run.file("export") / rec["file"]
             meas = measure_cached(self.device, self.store, path, kind="model", fmt=f"{fmt}-{key}",
-                                  spec_hash=spec.hash(), runs=m.runs, warmup=m.warmup)
+                                  spec_hash=spec.hash(), runs=m.runs, warmup=m.warmup, loads=m.loads)
             ver = report["models"][f"{fmt}-{key}"]["verification"]
             out[key] = {"file": rec["file"], "latency": meas.to_dict(), "latency_stat_ms": meas.stat(m.latency_stat),
                         "latency_stat": m.latency_stat, "flash_bytes": ver["flash_bytes"],

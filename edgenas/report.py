@@ -43,6 +43,7 @@ def build_metrics(p: "Pipeline", spec: ArchSpec) -> dict[str, Any]:
         "data_config": spec.data.to_dict(),
         "choices": spec.choices,
         "accuracy": {"test_fp32_torch": train["test_acc_fp32_torch"],
+                     "test_fp32_torch_before_qat": train.get("test_acc_fp32_torch_before_qat"),
                      **{f"test_{k.replace('-', '_')}": v["test_acc"] for k, v in export["models"].items()},
                      **{f"argmax_agreement_{k.replace('-', '_')}": v["argmax_agreement"]
                         for k, v in export["models"].items() if k.endswith("int8")},
@@ -106,7 +107,9 @@ def render_report(p: "Pipeline", spec: ArchSpec, m: dict[str, Any]) -> str:
         f"{len(data['classes'])} classes, speakers per split {data['speakers']}",
         f"- data configuration: {d.sample_rate} Hz, {d.n_mfcc} MFCC of {d.n_mels} mel bands, window {d.win_ms:g} ms / "
         f"hop {d.hop_ms:g} ms (FFT {d.n_fft}), input {d.n_frames}×{d.n_mfcc}",
-        f"- test accuracy: PyTorch fp32 {acc['test_fp32_torch']:.4f} · "
+        f"- test accuracy: PyTorch fp32 {acc['test_fp32_torch']:.4f}"
+        + (f" (before the {cfg.train.qat_epochs} quantization-aware epochs {acc['test_fp32_torch_before_qat']:.4f})"
+           if acc.get("test_fp32_torch_before_qat") is not None else "") + " · "
         + " · ".join(f"{k.replace('-', ' ')} {v['test_acc']:.4f}" for k, v in run.result("export")["models"].items()
                      if v["status"] == "ok")
         + f" (int8/fp32 argmax agreement on the device's format {acc['argmax_agreement_int8']:.4f}); "

@@ -141,6 +141,9 @@ def _onnx_io(path: Path, what: str) -> dict[str, Any]:
             q = qparams(node)
             if q:
                 quant["output"] = q
+    if quant and "output" not in quant:  # e.g. a final QGemm: float logits, its int32 accumulator dequantized
+        last = next((n.op_type for n in g.node if set(n.output) & out_names), None)
+        quant["output"] = {"dtype": "float32", "requantized": False, "op": last}
     if quant:
         quant["scheme"] = "qdq"
         res["quantization"] = quant

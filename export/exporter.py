@@ -42,7 +42,8 @@ FORMATS = ("onnx", "tflite")
 QUANTS = ("fp32", "int8")
 FP32_ATOL = 1e-4
 RAW_AUDIO_TOLERANCE = 0.005  # accuracy points (fraction) the raw-audio pipeline may lose vs PyTorch
-ONNX_QDQ_ALLOWED = "float activations between QuantizeLinear/DequantizeLinear pairs (QDQ format, fused by the runtime)"
+ONNX_QDQ_ALLOWED = ("float activations between QuantizeLinear/DequantizeLinear pairs (QDQ format, fused by the runtime); "
+                    "float logits out of a final QGemm (its int32 accumulator dequantized, not requantized)")
 
 
 @dataclass
@@ -102,6 +103,9 @@ def verify_onnx(path: Path, quant: str) -> dict[str, Any]:
                     bad.append(f"{node.name or node.op_type}.{role}")
         report["non_integer_weights"] = bad
         report["weights_int8"] = not bad
+        from edgenas.export.onnx_export import runtime_float_kernels
+
+        report["runtime_float_kernels"] = runtime_float_kernels(path)
         report["allowed_float"] = ONNX_QDQ_ALLOWED
     mem = onnx_memory_report(path)
     report.update({"flash_bytes": mem["flash_bytes"], "weight_bytes": mem["weight_bytes"],
@@ -295,6 +299,8 @@ def render(r: dict[str, Any]) -> str:
             checks.append(rec["tflm"])
         elif rec["quant"] == "int8":
             checks.append("int8 weights / int32 biases" if ver["weights_int8"] else "float weights")
+            if "runtime_float_kernels" in ver:
+                checks.append("ONNX Runtime float kernels: " + (", ".join(ver["runtime_float_kernels"]) or "none"))
         checks.append(", ".join(f"{k}×{v}" for k, v in ver["op_counts"].items()))
         if rec["status"] != "ok":
             checks.insert(0, "FAILED: " + "; ".join(rec["failures"]))

@@ -52,6 +52,7 @@ class SearchSpace:
     """Base class of every registered space. Subclasses fill in the abstract methods."""
 
     name: str = ""
+    config_class: type = type(None)  # the frozen dataclass of the space's options (``space.*`` keys)
     version: int = 1
     task: str = ""
 

@@ -78,8 +78,10 @@ def _num(x: float) -> str:
     return f"{x:g}"
 
 
+@SPACES.register("kws-dscnn")
 class KWSDSCNNSpace(SearchSpace):
     name = "kws-dscnn"
+    config_class = KWSSpaceConfig  # the dataclass of its ``space.*`` options
     version = 1
     task = "kws"
 
@@ -402,8 +404,3 @@ class KWSSupernet(nn.Module):
                 # chance accuracy after 300 steps vs. 65% with compaction; see the report).
                 slot += 1
         return self.classifier(h.mean(dim=(2, 3)))
-
-
-@SPACES.register("kws-dscnn")
-def _make(num_classes: int, config: KWSSpaceConfig | None = None, max_sample_rate: int | None = None) -> KWSDSCNNSpace:
-    return KWSDSCNNSpace(num_classes, config, max_sample_rate)

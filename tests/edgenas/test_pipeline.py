@@ -152,3 +152,31 @@ def test_no_budgets_means_no_constraints(tone_fsdd: Path, tmp_path: Path) -> Non
         assert [(c.name, c.limit) for c in cons] == [("ram", 32 * 1024), ("flash", 4 * 1024)]
         assert p.space.num_classes == 10 and [d.key() for d in p.space.data_configs()] == \
             ["sr8000_mfcc10_mel40_w40_h20_c1000"]
+
+
+def test_quantization_aware_epochs_follow_the_float_training(tone_fsdd: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """`train.qat_epochs` > 0: the saved model.pt is the fine-tuned one (BN folded, weights on the
+    int8 grid), both test accuracies are recorded, and it loads into a freshly built network."""
+    import random
+
+    from torch import nn
+
+    monkeypatch.setenv("EDGENAS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("EDGENAS_STORE", str(tmp_path / "store.sqlite"))
+    cfg = _cfg(tone_fsdd)
+    cfg = replace(cfg, train=replace(cfg.train, qat_epochs=1))
+    with RunDir(tmp_path / "r", resume=False) as run:
+        p = P.Pipeline(cfg, run)
+        spec = p.space.sample(random.Random(0))
+        out = p._stage_train(spec)
+        assert {"test_acc_fp32_torch", "test_acc_fp32_torch_before_qat", "qat_seconds"} <= set(out)
+        assert (run.path / "checkpoints" / "qat.pt").is_file()
+        model = p.load_model(spec)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bns and all(torch.all(b.weight == 1) and torch.all(b.running_mean == 0) for b in bns)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            w = m.weight.detach().flatten(1)
+            q = w / (w.abs().amax(1, keepdim=True) / 127)
+            assert torch.allclose(q, q.round(), atol=1e-3)

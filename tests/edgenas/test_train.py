@@ -76,7 +76,7 @@ def test_checkpoint_resume_is_exact(setup, tmp_path: Path) -> None:
     events: list[tuple[str, dict[str, Any]]] = []
     resumed = _model(space, spec)  # a fresh process would start from a fresh model
     info = train_model(resumed, tr.x, tr.y, cfg, seed=0, checkpoint=ck, sink=lambda e, **f: events.append((e, f)))
-    assert ("train.resumed", {"epoch": 2}) in events
+    assert ("train.resumed", {"epoch": 2, "label": "final training"}) in events
     assert [f["epoch"] for e, f in events if e == "train.epoch"] == [3, 4]
     assert [r["loss"] for r in info["history"]] == [r["loss"] for r in ref["history"]]
     a, b = straight.state_dict(), resumed.state_dict()

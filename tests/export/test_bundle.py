@@ -163,10 +163,11 @@ def test_bundle_contents(made: dict[str, Any], inputs: dict[str, Any]) -> None:
     assert md["arch_spec"] == spec.to_dict() and md["run"] == "tiny" and md["accuracy"] == 0.9
     q = md["quantization"]
     assert q["onnx"]["scheme"] == "qdq" and q["tflite"]["scheme"] == "full-int8"
-    for fmt in ("onnx", "tflite"):
-        for side in ("input", "output"):
-            assert q[fmt][side]["scale"] > 0 and q[fmt][side]["dtype"] == "int8"
-            assert -128 <= q[fmt][side]["zero_point"] <= 127
+    for fmt, side in (("onnx", "input"), ("tflite", "input"), ("tflite", "output")):
+        assert q[fmt][side]["scale"] > 0 and q[fmt][side]["dtype"] == "int8"
+        assert -128 <= q[fmt][side]["zero_point"] <= 127
+    # the ONNX classifier's logits leave its QGemm as float (not requantized)
+    assert q["onnx"]["output"] == {"dtype": "float32", "requantized": False, "op": "Gemm"}
     assert md["models"]["tflite"]["inputs"][0]["shape"] == [1, 49, 10, 1]
     assert md["models"]["onnx"]["outputs"][0]["shape"] == [1, 4]
     assert md["frontends"]["onnx"]["inputs"][0]["shape"] == [1, spec.data.clip_samples]

@@ -20,6 +20,7 @@ from edgenas.export.onnx_export import (
     quantize_int8,
     read_metadata,
     run_onnx,
+    runtime_float_kernels,
 )
 from edgenas.spec import ArchSpec, DataConfig
 from export_toys import ToyDSCNN, train_toy
@@ -74,6 +75,27 @@ def test_int8_model(trained: dict) -> None:
     # int8 is smaller on disk than fp32 once weights dominate; here just check it is a real int8 graph
     logits8, logits32 = run_onnx(path, trained["x"][:64]), run_onnx(trained["fp32"], trained["x"][:64])
     assert np.max(np.abs(logits8 - logits32)) < 0.5 * np.max(np.abs(logits32))
+
+
+def test_classifier_logits_are_not_requantized(trained: dict, tmp_path: Path) -> None:
+    """The final Gemm keeps a float output (no QuantizeLinear after it) and ONNX Runtime still
+    runs it as an integer kernel: the optimised graph has a QGemm and no float Gemm."""
+    import onnxruntime as ort
+
+    model = onnx.load(str(trained["int8"]))
+    out = model.graph.output[0].name
+    last = next(n for n in model.graph.node if out in n.output)
+    assert last.op_type == "Gemm"
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    assert all(producers.get(i) == "DequantizeLinear" for i in last.input[:2])
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(str(trained["int8"]), opts, providers=["CPUExecutionProvider"])
+    fused = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    assert "QGemm" in fused and "Gemm" not in fused, fused
+    # and the global average pool (a ReduceMean in the export) runs as QLinearGlobalAveragePool:
+    # no op of the DS-CNN stays float in ONNX Runtime
+    assert "QLinearGlobalAveragePool" in fused and runtime_float_kernels(trained["int8"]) == []
 
 
 def test_parity_failure_is_export_error(trained: dict, tmp_path: Path) -> None:
