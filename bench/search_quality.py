@@ -190,8 +190,8 @@ class Bench:
             if r8["status"] != "ok":
                 raise SystemExit(f"tc-resnet8 {fmt} int8 export failed: {r8['failures']}")
             meas = measure_cached(p.device, p.store, run.file("export") / r8["file"], kind="model", fmt=f"{fmt}-int8",
-                                  runs=p.cfg.measure.runs, warmup=p.cfg.measure.warmup, loads=p.cfg.measure.loads)
-            lat = meas.stat(p.cfg.measure.latency_stat)
+                                  runs=p.cfg.measure.runs, warmup=p.cfg.measure.warmup, loads=p.loads)
+            lat = meas.stat(p.latency_stat)
         ram = r8["verification"]["peak_activation_bytes"] / 1024
         return {"method": "tc-resnet8", "dataset": self.data["name"], "device": self.device, "budget_ms": self.budget,
                 "seed": self.seed, "test_fp32": rep["test_acc_fp32_torch"], "test_int8": r8["test_acc"],

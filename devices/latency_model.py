@@ -47,6 +47,7 @@ class MeasuredLatency:
     name: str = "latency"
     unit: str = "ms"
     statistic: str = "median"
+    loads: int = 1  # separate loads per network, samples pooled
     a: float = 0.0
     b: float = 1.0
     fit_info: dict[str, Any] = field(default_factory=dict)
@@ -67,7 +68,7 @@ class MeasuredLatency:
             path = save_chain_model(self.space.layers(spec), self.fmt,
                                     Path(self._tmp.name) / f"{key}.{self.fmt.split('-')[0]}")
             m = measure_cached(self.device, self.store, path, kind="chain", fmt=self.fmt, spec_hash=key,
-                               runs=self.runs, warmup=self.warmup)
+                               runs=self.runs, warmup=self.warmup, loads=self.loads)
             self._cache[key] = m.stat(self.statistic)
             path.unlink(missing_ok=True)
         return self._cache[key]

@@ -82,6 +82,22 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class MeasureDefaults:
+    """How the device's latency is measured unless a run says otherwise (``measure.latency_stat``,
+    ``measure.loads``; ``calibrate --stat``). A dedicated board's median is repeatable; a shared
+    host's is not (bench/RESULTS.md, latency repeatability), so its profile names a low percentile
+    over many loads."""
+
+    latency_stat: str = "median"  # the figure budgets apply to and the predictor predicts
+    loads: int = 3  # separate loads of a model per measurement, samples pooled
+
+
+def measure_defaults(device: Any) -> MeasureDefaults:
+    """The measurement defaults of ``device``'s profile (plain defaults for a device without one)."""
+    return getattr(getattr(device, "profile", None), "measure", None) or MeasureDefaults()
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     adapter: str
@@ -90,6 +106,7 @@ class Profile:
     description: str = ""
     ssh: SSHSettings | None = None
     limits: Limits = field(default_factory=Limits)
+    measure: MeasureDefaults = field(default_factory=MeasureDefaults)
     source: str = "<code>"  # the file it was read from
 
     @property
@@ -109,8 +126,8 @@ class Profile:
 
 # -- parsing -------------------------------------------------------------------------------------
 
-_TOP_KEYS = ("name", "adapter", "runtime", "threads", "description", "ssh", "limits")
-_SECTION_TYPES: dict[str, type] = {"ssh": SSHSettings, "limits": Limits}
+_TOP_KEYS = ("name", "adapter", "runtime", "threads", "description", "ssh", "limits", "measure")
+_SECTION_TYPES: dict[str, type] = {"ssh": SSHSettings, "limits": Limits, "measure": MeasureDefaults}
 
 
 def _unknown(key: str, allowed: list[str] | tuple[str, ...], where: str) -> ConfigError:
@@ -205,8 +222,17 @@ def profile_from_dict(data: dict[str, Any], source: str = "<dict>", default_name
         v = getattr(limits, k)
         if v is not None and v <= 0:
             raise ConfigError(f"[limits] of {where}: {k} must be > 0, got {v}")
+    measure = _section(MeasureDefaults, data["measure"], f"[measure] of {where}") if "measure" in data \
+        else MeasureDefaults()
+    from edgenas.devices.base import STATS
+
+    if measure.latency_stat not in STATS:
+        raise ConfigError(f"[measure] of {where}: latency_stat must be one of {', '.join(STATS)}, "
+                          f"got {measure.latency_stat!r}")
+    if measure.loads < 1:
+        raise ConfigError(f"[measure] of {where}: loads must be >= 1, got {measure.loads}")
     return Profile(name=name, adapter=adapter, runtime=runtime, threads=threads, description=description,
-                   ssh=ssh, limits=limits, source=source)
+                   ssh=ssh, limits=limits, measure=measure, source=source)
 
 
 def load_profile_file(path: str | Path) -> Profile:

@@ -104,8 +104,9 @@ def _search_parser(sub: Any) -> None:
     p.add_argument("--max-latency-ms", type=float, help="latency budget of the int8 model on the device")
     p.add_argument("--max-ram-kb", type=float, help="peak activation RAM budget, KiB (int8)")
     p.add_argument("--max-flash-kb", type=float, help="flash budget, KiB (int8 model file)")
-    p.add_argument("--latency-stat", choices=["median", "p25", "p10"],
-                   help="latency figure the budget applies to (default median; p10/p25 are steadier on shared hosts)")
+    p.add_argument("--latency-stat", choices=["auto", "median", "p25", "p10"],
+                   help="latency figure the budget applies to (default auto: the device profile's [measure] "
+                        "latency_stat; median for boards, p10 for the shared-host CPU profiles)")
     p.add_argument("--epochs", type=int, help="final training epochs")
     p.add_argument("--search-epochs", type=int, help="search epochs")
     p.add_argument("--strategy", help="search strategy: gumbel (default, relaxed Gumbel-softmax), gumbel-hard (single path) or darts")
@@ -221,8 +222,9 @@ def cmd_devices(a: argparse.Namespace) -> int:
     else:
         for r in rows:
             where = r["ssh"]["host"] if r.get("ssh") else "local"
+            lat = f"{r['measure']['latency_stat']}/{r['measure']['loads']} loads"
             print(f"{r['name']:<18} {r['adapter']:<16} {r['runtime']:<12} threads={r['threads']:<3} {where:<14} "
-                  f"{'built-in' if r['builtin'] else r['source']}")
+                  f"{lat:<15} {'built-in' if r['builtin'] else r['source']}")
     return 0
 
 
@@ -249,11 +251,11 @@ def _calibrate_parser(sub: Any) -> None:
     p.add_argument("--format", dest="fmt", help="artifact format measured (default: the device's int8 format, "
                                                  "e.g. onnx-int8 or tflite-int8)")
     p.add_argument("--threads", type=int, help="threads (default: the profile's)")
-    p.add_argument("--runs", type=int, default=100, help="timed runs per network (default 100)")
+    p.add_argument("--runs", type=int, help="timed runs per network and load (default 300 / the profile's loads)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--stat", choices=["median", "p25", "p10"], default="median",
-                   help="latency statistic the predictor predicts (default median; search with the same "
-                        "--latency-stat uses it)")
+    p.add_argument("--stat", choices=["median", "p25", "p10"],
+                   help="latency statistic the predictor predicts (default: the device profile's [measure] "
+                        "latency_stat; a search budgeting the same statistic uses it)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="space options as in `edgenas search`, e.g. space.widths=16,32 (calibrate the space you search)")
     p.add_argument("--json", action="store_true", help="print the calibration report as JSON on stdout")
@@ -262,13 +264,14 @@ def _calibrate_parser(sub: Any) -> None:
 
 def cmd_calibrate(a: argparse.Namespace) -> int:
     from edgenas.devices.calibrate import CalibrationSettings, calibrate
+    from edgenas.devices.profiles import measure_defaults
     from edgenas.devices.registry import get_device
     from edgenas.spaces import get_space
     from edgenas.store import Store
 
     if a.samples < 10:
         raise EdgenasError(f"--samples must be at least 10, got {a.samples}")
-    if a.runs < 1:
+    if a.runs is not None and a.runs < 1:
         raise EdgenasError(f"--runs must be >= 1, got {a.runs}")
     from edgenas import config as C
 
@@ -280,7 +283,9 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
     space = get_space(cfg.space_name, num_classes=12, config=cfg.space)
     fmt = a.fmt or f"{device.artifact_format}-int8"
     printer = ProgressPrinter(a.quiet)
-    settings = CalibrationSettings(samples=a.samples, runs=a.runs, seed=a.seed, statistic=a.stat)
+    md = measure_defaults(device)
+    settings = CalibrationSettings(samples=a.samples, runs=a.runs or max(20, 300 // md.loads), seed=a.seed,
+                                   statistic=a.stat or md.latency_stat, passes=md.loads)
     report = calibrate(space, device, Store(), fmt, settings, sink=printer)
     if a.json:
         print(json.dumps({k: v for k, v in report.items() if k != "holdout_points"}, default=str))

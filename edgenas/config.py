@@ -31,12 +31,15 @@ class MeasureConfig:
     warmup: int = 20
     threads: int = 1
     latency_quant: str = "int8"  # the model the latency budget applies to (what ships), in the device's format
-    latency_stat: str = "median"  # the latency figure budgets apply to: median, or p25 / p10 on noisy shared hosts
+    # the latency figure budgets apply to: median, p25 or p10; "auto" = the device profile's
+    # ([measure] latency_stat: median for boards, p10 for the shared-host CPU profiles)
+    latency_stat: str = "auto"
     # the calibrated predictor's prices are raised by this fraction so that derived specs hold their
     # budget as measured; -1 = auto: the predictor's hold-out 90th percentile of measured/predicted − 1
     latency_margin: float = -1.0
-    # the final model is measured in this many separate loads, samples pooled (as calibration does)
-    loads: int = 3
+    # separate loads of a model per measurement, samples pooled (as calibration does); 0 = the
+    # device profile's ([measure] loads)
+    loads: int = 0
     lut_runs: int = 30
     chain_runs: int = 50  # runs per whole-network (chain) latency measurement
     chain_samples: int = 40  # sampled specs the table correction is fitted on

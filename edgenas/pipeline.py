@@ -155,13 +155,33 @@ class Pipeline:
             self._latency = self._predicted_latency() or self._measured_latency()
         return self._latency
 
+    @property
+    def latency_stat(self) -> str:
+        """The latency statistic budgets apply to: the run's, else the device profile's."""
+        from edgenas.devices.base import STATS
+        from edgenas.devices.profiles import measure_defaults
+
+        stat = self.cfg.measure.latency_stat
+        if stat == "auto":
+            stat = measure_defaults(self.device).latency_stat
+        if stat not in STATS:
+            raise ConfigError(f"measure.latency_stat must be auto or one of {', '.join(STATS)}, got {stat!r}")
+        return stat
+
+    @property
+    def loads(self) -> int:
+        """Separate loads per latency measurement: the run's, else the device profile's."""
+        from edgenas.devices.profiles import measure_defaults
+
+        return self.cfg.measure.loads or measure_defaults(self.device).loads
+
     def _predicted_latency(self) -> Any:
         from edgenas.devices.calibrate import default_predictor_root
         from edgenas.devices.latency_table import LatencyTable
         from edgenas.devices.predictor import LatencyPredictor, PredictedLatency, predictor_path
 
         fmt, dev, space = self.latency_fmt, self.device, self.space
-        stat = self.cfg.measure.latency_stat
+        stat = self.latency_stat
         path = predictor_path(default_predictor_root(), dev.name, space.name, space.version, fmt, stat)
         if not path.exists():
             self.sink("latency.model", kind="table", reason=f"no calibrated predictor at {path}")
@@ -196,7 +216,8 @@ class Pipeline:
 
         m = self.cfg.measure
         model = MeasuredLatency(self.space, self.device, self.store, self.latency_table(), self.latency_fmt,
-                                runs=m.chain_runs, warmup=10, sink=self.sink, statistic=m.latency_stat)
+                                runs=m.chain_runs, warmup=10, sink=self.sink, statistic=self.latency_stat,
+                                loads=self.loads)
         if self.run.done("budgets") and self.run.result("budgets").get("latency_fit"):
             fit = self.run.result("budgets")["latency_fit"]
             model.a, model.b, model.fit_info = fit["a_ms"], fit["b"], fit
@@ -420,10 +441,10 @@ class Pipeline:
                                    f"{'; '.join((rec or {}).get('failures') or ['not exported'])}")
             path = self.run.file("export") / rec["file"]
             meas = measure_cached(self.device, self.store, path, kind="model", fmt=f"{fmt}-{key}",
-                                  spec_hash=spec.hash(), runs=m.runs, warmup=m.warmup, loads=m.loads)
+                                  spec_hash=spec.hash(), runs=m.runs, warmup=m.warmup, loads=self.loads)
             ver = report["models"][f"{fmt}-{key}"]["verification"]
-            out[key] = {"file": rec["file"], "latency": meas.to_dict(), "latency_stat_ms": meas.stat(m.latency_stat),
-                        "latency_stat": m.latency_stat, "flash_bytes": ver["flash_bytes"],
+            out[key] = {"file": rec["file"], "latency": meas.to_dict(), "latency_stat_ms": meas.stat(self.latency_stat),
+                        "latency_stat": self.latency_stat, "loads": self.loads, "flash_bytes": ver["flash_bytes"],
                         "peak_activation_bytes": ver["peak_activation_bytes"], "weight_bytes": ver["weight_bytes"]}
         return out
 

@@ -76,7 +76,9 @@ def test_e2e_json_on_stdout(finished_run) -> None:
     assert m["budgets"]["latency"]["estimated"] > 0  # predicted by the measured latency table
     assert m["all_budgets_hold"] == all(b["holds"] for b in m["budgets"].values())
     assert m["latency_ms"]["int8_median"] > 0 and m["latency_ms"]["fp32_median"] > 0
-    assert m["budgets"]["latency"]["measured"] == m["latency_ms"]["int8_median"]
+    # onnxruntime-cpu's profile budgets the p10 of samples pooled over 10 loads
+    assert m["latency_ms"]["statistic"] == "p10"
+    assert m["budgets"]["latency"]["measured"] == m["latency_ms"]["budgeted"] <= m["latency_ms"]["int8_median"]
     for k in ("test_fp32_torch", "test_onnx_fp32", "test_onnx_int8", "test_tflite_fp32", "test_tflite_int8",
               "argmax_agreement_int8", "argmax_agreement_tflite_int8"):
         assert 0.0 <= m["accuracy"][k] <= 1.0, k
@@ -199,7 +201,8 @@ def _cheapest_latency(run_dir: Path, store: Path) -> float:
     dev = get_device("onnxruntime-cpu")
     with Store(store) as st:  # the run measured every cheapest candidate; the store returns those figures
         table = load_latency_table(dev, st, "onnx-int8")
-        lat = MeasuredLatency(space, dev, st, table, "onnx-int8", runs=cfg.measure.chain_runs)
+        lat = MeasuredLatency(space, dev, st, table, "onnx-int8", runs=cfg.measure.chain_runs,
+                            statistic="p10")  # the onnxruntime-cpu profile budgets p10
         return min(lat.cost(s) for s in space.cheapest_candidates())
 
 

@@ -116,6 +116,9 @@ class SearchSpace:
             if p.name not in spec.choices:
                 raise ConfigError(f"spec lacks choice point {p.name}")
             p.index(spec.choices[p.name])
+        labels = self.data_labels(spec.data)  # the data configuration must be one of the options
+        for p in self.data_points:
+            p.index(labels[p.name])
 
     def derive(self, probs: Probs) -> ArchSpec:
         """The most probable option of every choice point."""

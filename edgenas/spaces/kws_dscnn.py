@@ -126,12 +126,6 @@ class KWSDSCNNSpace(SearchSpace):
         return {"data.sample_rate": str(cfg.sample_rate), "data.n_mfcc": str(cfg.n_mfcc),
                 "data.window": f"{_num(cfg.win_ms)}/{_num(cfg.hop_ms)}"}
 
-    def check(self, spec: ArchSpec) -> None:
-        super().check(spec)
-        labels = self.data_labels(spec.data)
-        for p in self.data_points:
-            p.index(labels[p.name])
-
     # ---- layer descriptors (the one place shapes are computed) -----------------------------
     @staticmethod
     def _stem_desc(data: DataConfig, kernel: str, stride: str, width: int) -> LayerDesc:
@@ -304,6 +298,22 @@ def _mix(weights: torch.Tensor, hard: bool, candidates: list[Any]) -> torch.Tens
     return out
 
 
+def data_input(space: SearchSpace, data: DataConfig, x: torch.Tensor, gates: Gates
+               ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """A supernet's input for data option ``data``: features checked against its shape and made
+    channels-last, the product of the data choice points' gates at that option (it multiplies the
+    stem output so the data logits get gradients), and the (frames, coefficients) shape."""
+    t, f = data.feature_shape
+    x = x.contiguous(memory_format=torch.channels_last)
+    if x.shape[-2:] != (t, f):
+        raise ValueError(f"features {tuple(x.shape[-2:])} do not match data option {data.key()} {(t, f)}")
+    gate = torch.ones((), device=x.device)
+    labels = space.data_labels(data)
+    for p in space.data_points:
+        gate = gate * gates[p.name][p.index(labels[p.name])]
+    return x, gate, (t, f)
+
+
 class KWSSupernet(nn.Module):
     """All specs of a :class:`KWSDSCNNSpace` in one network (weights shared at max width)."""
 
@@ -349,15 +359,7 @@ class KWSSupernet(nn.Module):
         gradients when ``hard`` (single path), a probability vector otherwise (mixture). The data
         gates multiply the stem output so the data logits receive gradients too.
         """
-        data = self.datas[data_index]
-        t, f = data.feature_shape
-        x = x.contiguous(memory_format=torch.channels_last)
-        if x.shape[-2:] != (t, f):
-            raise ValueError(f"features {tuple(x.shape[-2:])} do not match data option {data.key()} {(t, f)}")
-        data_gate = torch.ones((), device=x.device)
-        labels = self.space.data_labels(data)
-        for p in self.space.data_points:
-            data_gate = data_gate * gates[p.name][p.index(labels[p.name])]
+        x, data_gate, (t, f) = data_input(self.space, self.datas[data_index], x, gates)
 
         def stem(k: int, s: int) -> torch.Tensor:
             (kh, kw), (sh, sw) = _pair(self.kernels[k]), _pair(self.strides[s])

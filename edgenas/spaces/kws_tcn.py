@@ -13,7 +13,8 @@ it is a 1-D convolution over time written as a Conv2d with a (k × 1) kernel:
 Strides are searched per block (``block{i}.stride``), marked ``sampled`` because they change
 tensor shapes (as kws-dscnn's ``stem.stride``). A block's stride always applies, whatever its op:
 ``skip`` at stride 1 is the identity (no layer), ``skip`` at stride s > 1 is a strided 1×1
-depthwise conv (``block{i}.down``, a learned per-channel subsample), so every op of a block gives
+depthwise conv with as many taps as the stride (``block{i}.down``, a learned per-channel
+subsample; XNNPACK cannot prepare a depthwise conv whose stride exceeds its kernel), so every op of a block gives
 the same output length and ops can be mixed under a relaxed strategy. The temporal length is then
 a function of the data option and the strides only. To fix a stride schedule instead, give
 ``block_strides`` one option (``--set space.block_strides=2``).
@@ -40,7 +41,7 @@ from torch import nn
 
 from edgenas.errors import ConfigError
 from edgenas.spaces.base import SPACES, ChoicePoint, Gates, LayerCostFn, Probs, SearchSpace
-from edgenas.spaces.kws_dscnn import KWSDSCNNSpace, KWSNet, KWSSpaceConfig, _mix, same_pad
+from edgenas.spaces.kws_dscnn import KWSDSCNNSpace, KWSNet, KWSSpaceConfig, _mix, data_input, same_pad
 from edgenas.spec import ArchSpec, DataConfig, LayerDesc
 
 
@@ -85,7 +86,7 @@ def _options(name: str, values: tuple[Any, ...], positive: bool = True) -> tuple
 class KWSTCNSpace(SearchSpace):
     name = "kws-tcn"
     config_class = KWSTCNSpaceConfig  # the dataclass of its ``space.*`` options
-    version = 1
+    version = 2  # v2: a strided skip's depthwise conv has stride taps (v1: one tap)
     task = "kws"
 
     def __init__(self, num_classes: int, config: KWSTCNSpaceConfig | None = None,
@@ -123,12 +124,6 @@ class KWSTCNSpace(SearchSpace):
     def data_labels(self, cfg: DataConfig) -> dict[str, str]:
         return self._data.data_labels(cfg)
 
-    def check(self, spec: ArchSpec) -> None:
-        super().check(spec)
-        labels = self.data_labels(spec.data)
-        for p in self.data_points:
-            p.index(labels[p.name])
-
     # ---- layer descriptors (the one place shapes are computed) -----------------------------
     @staticmethod
     def _stem_desc(data: DataConfig, kernel: int, stride: int, width: int) -> LayerDesc:
@@ -140,12 +135,14 @@ class KWSTCNSpace(SearchSpace):
     @staticmethod
     def _block_descs(i: int, length: int, c_in: int, op: str, stride: int, width: int) -> list[LayerDesc]:
         parsed = parse_op(op)
-        pt, pb, lo = same_pad(length, 1 if parsed is None else parsed[1], stride)
+        # a strided skip is a depthwise conv with as many taps as its stride (XNNPACK cannot prepare
+        # a depthwise conv whose stride exceeds its kernel: 1-tap stride-2 chains failed to load)
+        pt, pb, lo = same_pad(length, stride if parsed is None else parsed[1], stride)
         if parsed is None:
             if stride == 1:
                 return []
-            return [LayerDesc(f"block{i}.down", "conv2d", (c_in, length, 1), (c_in, lo, 1), (1, 1), (stride, 1),
-                              groups=c_in, activation="relu")]
+            return [LayerDesc(f"block{i}.down", "conv2d", (c_in, length, 1), (c_in, lo, 1), (stride, 1), (stride, 1),
+                              (pt, pb, 0, 0), groups=c_in, activation="relu")]
         kind, k = parsed
         if kind == "conv":
             return [LayerDesc(f"block{i}.conv", "conv2d", (c_in, length, 1), (width, lo, 1), (k, 1), (stride, 1),
@@ -333,7 +330,7 @@ class KWSTCNSupernet(nn.Module):
     """All specs of a :class:`KWSTCNSpace` in one network (weights shared at max width and kernel).
 
     Per block one full temporal conv (largest ``convK``), one depthwise conv (largest ``dwK``),
-    one pointwise conv and one strided 1×1 depthwise (skip at stride > 1); smaller kernels are
+    one pointwise conv and one strided depthwise (skip at stride > 1, taps = stride); smaller kernels are
     centred slices (as in Once-for-All), widths channel prefixes. Under a hard (single-path)
     selection skipped blocks are compacted as in kws-dscnn: the k-th block that runs a conv uses
     weight slot k; the downsampling layer of a strided skip belongs to its block.
@@ -366,7 +363,8 @@ class KWSTCNSupernet(nn.Module):
         self.dw_bn = nn.ModuleList(nn.BatchNorm2d(cmax) for _ in range(n_dw))
         self.pw = nn.ModuleList(nn.Conv2d(cmax, cmax, 1, bias=False) for _ in range(n_dw))
         self.pw_bn = nn.ModuleList(nn.BatchNorm2d(cmax) for _ in range(n_dw))
-        self.down = nn.ModuleList(nn.Conv2d(cmax, cmax, 1, groups=cmax, bias=False) for _ in range(n_down))
+        smax = max(self.strides)
+        self.down = nn.ModuleList(nn.Conv2d(cmax, cmax, (smax, 1), groups=cmax, bias=False) for _ in range(n_down))
         self.down_bn = nn.ModuleList(nn.BatchNorm2d(cmax) for _ in range(n_down))
         self.classifier = nn.Linear(cmax, space.num_classes)
         masks = torch.zeros(len(self.widths), cmax)
@@ -383,14 +381,7 @@ class KWSTCNSupernet(nn.Module):
         one-hot straight-through gates when ``hard``, probability vectors otherwise; strides and
         data options are always one-hot)."""
         data = self.datas[data_index]
-        t, f = data.feature_shape
-        x = x.contiguous(memory_format=torch.channels_last)
-        if x.shape[-2:] != (t, f):
-            raise ValueError(f"features {tuple(x.shape[-2:])} do not match data option {data.key()} {(t, f)}")
-        data_gate = torch.ones((), device=x.device)
-        labels = self.space.data_labels(data)
-        for p in self.space.data_points:
-            data_gate = data_gate * gates[p.name][p.index(labels[p.name])]
+        x, data_gate, (t, f) = data_input(self.space, data, x, gates)
 
         def stem(k: int, s: int) -> torch.Tensor:
             kk, ss = self.kernels[k], self.stem_strides[s]
@@ -415,7 +406,9 @@ class KWSTCNSupernet(nn.Module):
                 if parsed is None:
                     if stride == 1:
                         return h
-                    y = F.conv2d(h, self.down[i].weight, stride=(stride, 1), groups=self.cmax)
+                    pt, pb, _ = same_pad(h.shape[2], stride, stride)
+                    y = F.conv2d(F.pad(h, (0, 0, pt, pb)), _centre(self.down[i].weight, stride), stride=(stride, 1),
+                                 groups=self.cmax)
                     return F.relu(self.down_bn[i](y)) * mask
                 kind, k = parsed
                 pt, pb, _ = same_pad(h.shape[2], k, stride)

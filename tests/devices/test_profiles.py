@@ -13,6 +13,7 @@ from edgenas.devices.profiles import (
     get_profile,
     list_profiles,
     load_profile_file,
+    measure_defaults,
     user_profile_dir,
 )
 from edgenas.devices.registry import ADAPTERS, DEVICES, check_device, get_device, get_device_from_file
@@ -112,6 +113,9 @@ def test_profile_file_path(tmp_path: Path) -> None:
     ('name = "a"\nadapter = "ssh"\n[ssh]\nhost = "h"\naccept_unknown_host_key = 1\n', "true or false"),
     ('name = "a"\nadapter = "onnxruntime-cpu"\n[ssh]\nhost = "h"\n', r"only applies to adapter"),
     ('name = "a"\nadapter = "onnxruntime-cpu"\n[limits]\nram_kb = -1\n', "ram_kb must be > 0"),
+    ('name = "a"\nadapter = "onnxruntime-cpu"\n[measure]\nlatency_stat = "p50"\n', "latency_stat must be one of"),
+    ('name = "a"\nadapter = "onnxruntime-cpu"\n[measure]\nloads = 0\n', "loads must be >= 1"),
+    ('name = "a"\nadapter = "onnxruntime-cpu"\n[measure]\nload = 2\n', r"unknown key 'load' in \[measure\].*'loads'"),
     ('name = "a b"\nadapter = "onnxruntime-cpu"\n', "must not contain spaces"),
     ('name = "a"\nadapter = "onnxruntime-cpu"\nthreads = [\n', "not valid TOML"),
 ])
@@ -152,3 +156,17 @@ def test_profile_dataclass_is_frozen() -> None:
     assert isinstance(p, Profile)
     with pytest.raises(Exception):
         p.threads = 3  # type: ignore[misc]
+
+
+def test_measure_defaults_per_profile(tmp_path: Path) -> None:
+    """Shared-host CPU profiles budget p10 over 10 loads; boards (and profiles without [measure])
+    the median over 3; a profile file can set its own; a run's measure.* settings override them."""
+    assert (measure_defaults(get_device("litert-cpu")).latency_stat, measure_defaults(get_device("litert-cpu")).loads) \
+        == ("p10", 10)
+    assert measure_defaults(get_device("onnxruntime-cpu")).latency_stat == "p10"
+    rpi4 = get_profile("rpi4")
+    assert (rpi4.measure.latency_stat, rpi4.measure.loads) == ("median", 3)
+    path = write(tmp_path / "b.toml", 'name = "b"\nadapter = "onnxruntime-cpu"\n[measure]\nlatency_stat = "p25"\nloads = 4\n')
+    d = measure_defaults(get_device_from_file(str(path)))
+    assert (d.latency_stat, d.loads) == ("p25", 4)
+    assert measure_defaults(object()).latency_stat == "median"

@@ -12,6 +12,7 @@ import torch
 from edgenas.search import SplitTensors
 from edgenas.spaces.base import SearchSpace
 from edgenas.spaces.kws_dscnn import KWSDSCNNSpace, KWSSpaceConfig
+from edgenas.spaces.kws_tcn import KWSTCNSpace, KWSTCNSpaceConfig
 from edgenas.spec import ArchSpec
 
 # both strides explicitly (the default space has only "2x2"): the toy space keeps a multi-option,
@@ -24,6 +25,15 @@ def tiny_space(num_classes: int = 3, **overrides: object) -> KWSDSCNNSpace:
     """One data option (8 kHz, 10 MFCC, 40/20 ms → 49×10), strides 2x1/2x2, widths 8/16, two blocks: 432 specs."""
     cfg = replace(TINY, **overrides)
     return KWSDSCNNSpace(num_classes, cfg)
+
+
+# one data option (8 kHz, 10 MFCC, 40/20 ms → 49×10), 2 blocks of every op kind: 576 specs
+TINY_TCN = KWSTCNSpaceConfig(sample_rates=(8000,), n_mfcc=(10,), windows=("40/20",), stem_kernels=(3, 5),
+                             widths=(8, 16), n_blocks=2, block_ops=("conv5", "dw3", "skip"), block_strides=(1, 2))
+
+
+def tiny_tcn_space(num_classes: int = 5, **overrides: object) -> KWSTCNSpace:
+    return KWSTCNSpace(num_classes, replace(TINY_TCN, **overrides))
 
 
 def all_specs(space: SearchSpace) -> Iterator[ArchSpec]:

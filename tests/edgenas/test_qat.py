@@ -6,23 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from dscnn_toy import TinyDSCNN
+from dscnn_toy import TinyDSCNN, randomize_bn
 from torch import nn
 
 from edgenas.qat import fake_quantized, fold_batchnorm, qat_finetune
 from edgenas.train import TrainConfig
-
-
-def _randomise_bn(model: nn.Module, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.2)
 
 
 def _data(n: int = 96, classes: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,7 +25,8 @@ def _data(n: int = 96, classes: int = 4, seed: int = 0) -> tuple[torch.Tensor, t
 def test_fold_batchnorm_keeps_outputs_and_keys() -> None:
     torch.manual_seed(0)
     model = TinyDSCNN(channels=16, blocks=2, classes=4).eval()
-    _randomise_bn(model)
+    randomize_bn(model)
+    model.eval()
     x = torch.randn(8, 1, 49, 10)
     before, keys = model(x), list(model.state_dict())
     assert fold_batchnorm(model) == 5  # stem + 2 × (depthwise, pointwise)

@@ -15,7 +15,7 @@ from edgenas.spaces.base import SearchSpace
 from edgenas.spaces.kws_dscnn import KWSDSCNNSpace, KWSSpaceConfig, same_pad
 from edgenas.spec import ArchSpec, DataConfig
 
-from edgenas_toys import all_specs, random_specs, tiny_space
+from edgenas_toys import all_specs, random_specs, tiny_space, tiny_tcn_space
 
 NUM_CLASSES = 5
 ALL_SPACES = SPACES.names()
@@ -252,13 +252,14 @@ def test_kws_layers_by_hand() -> None:
     assert cost.params(space).cost(spec) == 40 * 64 + 64 + 64 * 9 + 64 + 64 * 32 + 32 + 32 * 12 + 12
 
 
-def test_kws_expectation_is_exact_under_any_probs() -> None:
-    """E[cost] of the Markov-chain contraction equals brute force over all 432 specs."""
-    space = tiny_space()
+@pytest.mark.parametrize("make, n", [(tiny_space, 432), (tiny_tcn_space, 576)], ids=["kws-dscnn", "kws-tcn"])
+def test_kws_expectation_is_exact_under_any_probs(make, n: int) -> None:
+    """E[cost] of each space's Markov-chain contraction equals brute force over all its specs."""
+    space = make()
     g = torch.Generator().manual_seed(0)
     probs = {p.name: torch.softmax(torch.randn(len(p.options), generator=g) * 2, 0) for p in space.choice_points()}
     specs = list(all_specs(space))
-    assert len(specs) == 432
+    assert len(specs) == n
 
     def weight(s: ArchSpec) -> float:
         w = 1.0

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dscnn_toy import randomize_bn  # noqa: F401  (shared by the export tests)
+
 
 class TCNBlock(nn.Module):
     """Causal dilated conv (left zero padding) → BN → ReLU, plus a residual connection."""
@@ -67,15 +69,3 @@ class ToySISR(nn.Module):
         return self.shuffle(self.tail(self.body(self.head(x))))
 
 
-def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BatchNorm statistics and affine parameters, so that folding is really tested."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_((torch.rand(n, generator=g) - 0.5) * 0.4)
-    return model.eval()
