@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from edgenas.devices.base import STATS
 from edgenas.errors import EdgenasError
 
 SEARCH_EXAMPLES = """\
@@ -104,7 +105,7 @@ def _search_parser(sub: Any) -> None:
     p.add_argument("--max-latency-ms", type=float, help="latency budget of the int8 model on the device")
     p.add_argument("--max-ram-kb", type=float, help="peak activation RAM budget, KiB (int8)")
     p.add_argument("--max-flash-kb", type=float, help="flash budget, KiB (int8 model file)")
-    p.add_argument("--latency-stat", choices=["auto", "median", "p25", "p10"],
+    p.add_argument("--latency-stat", choices=["auto", *STATS],
                    help="latency figure the budget applies to (default auto: the device profile's [measure] "
                         "latency_stat; median for boards, p10 for the shared-host CPU profiles)")
     p.add_argument("--epochs", type=int, help="final training epochs")
@@ -253,7 +254,7 @@ def _calibrate_parser(sub: Any) -> None:
     p.add_argument("--threads", type=int, help="threads (default: the profile's)")
     p.add_argument("--runs", type=int, help="timed runs per network and load (default 300 / the profile's loads)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--stat", choices=["median", "p25", "p10"],
+    p.add_argument("--stat", choices=STATS,
                    help="latency statistic the predictor predicts (default: the device profile's [measure] "
                         "latency_stat; a search budgeting the same statistic uses it)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
