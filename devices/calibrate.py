@@ -233,7 +233,7 @@ class Calibration:
         t_start = time.perf_counter()
         self.device.check()
         self.table = build_latency_table(self.device, self.space.all_layers(), self.store, self.fmt, sink=self.sink,
-                                         runs=s.lut_runs, warmup=5)
+                                         runs=s.lut_runs, warmup=5, stat=s.statistic)
         self.timings["table_s"] = time.perf_counter() - t_start
         pool = self._pool(rng)
         cells = self._by_cell(pool)
@@ -301,7 +301,7 @@ class Calibration:
             "space": self.space.name, "space_version": self.space.version, "fmt": self.fmt,
             "samples": len(train), "holdout_samples": len(holdout), "created": stamp(),
             "statistic": self.s.statistic,
-            "holdout": ho, "train": tr, "table_overhead_ms": self.table.overhead_ms,
+            "holdout": ho, "train": tr, "table_overhead_ms": self.table.overhead_ms, "table_stat": self.table.stat,
             "table_entries": self.table.entries,
         }
         path = model.save(self.path)

@@ -6,6 +6,10 @@ empty model), and returns a :class:`LatencyTable`::
 
     layer_ms(desc) = max(entry(desc) − overhead, floor)
     model_ms(layers) = overhead + Σ layer_ms(layer)
+
+Entries and overhead are one latency statistic of each micro-model's samples (``stat``: the
+median, or the low percentile a shared-host device profile budgets, so that the table is in the
+same statistic as the budget and a load spike during one layer's measurement does not inflate it).
 """
 
 from __future__ import annotations
@@ -31,9 +35,10 @@ class LatencyTable:
     runtime_version: str
     threads: int
     fmt: str
-    entries: dict[str, float]  # LayerDesc key → median ms of its micro-model (overhead included)
-    overhead_ms: float  # median ms of the empty model: per-call cost every micro-model pays
+    entries: dict[str, float]  # LayerDesc key → `stat` ms of its micro-model (overhead included)
+    overhead_ms: float  # `stat` ms of the empty model: per-call cost every micro-model pays
     floor_ms: float = FLOOR_MS
+    stat: str = "median"
     measured: int = field(default=0, compare=False)  # layers measured by the build that made this table
 
     def __contains__(self, desc: object) -> bool:
@@ -58,12 +63,12 @@ class LatencyTable:
         return self.overhead_ms + sum(self.layer_ms(d) for d in layers)
 
 
-def load_latency_table(device: Device, store: Store, fmt: str) -> LatencyTable:
+def load_latency_table(device: Device, store: Store, fmt: str, stat: str = "median") -> LatencyTable:
     """The table as the store holds it now (no measuring); overhead 0 if never measured."""
     version = device.runtime_version()
-    entries = store.latency_table(device.name, version, device.threads, fmt)
+    entries = store.latency_table(device.name, version, device.threads, fmt, stat)
     oh = store.overhead(device.name, version, device.threads, fmt)
-    return LatencyTable(device.name, version, device.threads, fmt, entries, oh.median_ms if oh else 0.0)
+    return LatencyTable(device.name, version, device.threads, fmt, entries, oh.stat(stat) if oh else 0.0, stat=stat)
 
 
 def build_latency_table(
@@ -75,6 +80,7 @@ def build_latency_table(
     runs: int = 50,
     warmup: int = 5,
     overhead_shape: Sequence[int] = OVERHEAD_SHAPE,
+    stat: str = "median",
 ) -> LatencyTable:
     """Measure the layers the store lacks (one micro-model session each) and return the table."""
     from edgenas.export.micro import LATENCY_FORMATS, save_empty_model, save_layer_model
@@ -84,7 +90,7 @@ def build_latency_table(
     sink = sink or null_sink
     version = device.runtime_version()
     threads = device.threads
-    known = store.latency_table(device.name, version, threads, fmt)
+    known = store.latency_table(device.name, version, threads, fmt, stat)
     todo: dict[str, LayerDesc] = {}
     for d in layers:
         k = d.key()
@@ -102,10 +108,11 @@ def build_latency_table(
                 path = save_layer_model(desc, fmt, tmp / f"layer{i}.{ext}")
                 m = device.measure(path, runs=runs, warmup=warmup, threads=threads)
                 store.put_layer(key, file_hash(path), m, fmt)
-                known[key] = m.median_ms
+                known[key] = m.stat(stat)
                 path.unlink()
-                tick(1, layer=desc.name, ms=round(m.median_ms, 4))
-    table = LatencyTable(device.name, version, threads, fmt, known, overhead.median_ms, measured=len(todo))
+                tick(1, layer=desc.name, ms=round(m.stat(stat), 4))
+    table = LatencyTable(device.name, version, threads, fmt, known, overhead.stat(stat), stat=stat,
+                         measured=len(todo))
     sink("latency_table.end", device=device.name, fmt=fmt, entries=len(known), measured=len(todo),
-         overhead_ms=overhead.median_ms)
+         overhead_ms=overhead.stat(stat), stat=stat)
     return table

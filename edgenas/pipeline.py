@@ -144,8 +144,8 @@ class Pipeline:
             from edgenas.devices.latency_table import build_latency_table
 
             self._lut = build_latency_table(self.device, self.space.all_layers(), self.store, self.latency_fmt,
-                                            sink=self.sink,
-                                            runs=self.cfg.measure.lut_runs, warmup=5)
+                                            sink=self.sink, runs=self.cfg.measure.lut_runs, warmup=5,
+                                            stat=self.latency_stat)
         return self._lut
 
     def latency_model(self) -> Any:
@@ -203,7 +203,7 @@ class Pipeline:
         entries = dict(lut.entries)
         entries.update(md.get("table_entries", {}))  # the table the predictor was fitted with wins
         table = LatencyTable(lut.device, lut.runtime_version, lut.threads, lut.fmt, entries,
-                             float(md.get("table_overhead_ms", lut.overhead_ms)))
+                             float(md.get("table_overhead_ms", lut.overhead_ms)), stat=lut.stat)
         ho = (md.get("holdout") or {}).get("learned") or {}
         margin = self.cfg.measure.latency_margin
         if margin < 0:  # auto: the hold-out's 90th percentile of measured-over-predicted

@@ -174,14 +174,17 @@ class Store:
         """Store the measurement of one layer's micro-model (kind='layer')."""
         self.put_measurement(artifact_key, m, kind="layer", fmt=fmt, layer_key=layer_key)
 
-    def latency_table(self, device: str, runtime_version: str, threads: int, fmt: str) -> dict[str, float]:
-        """LayerDesc key → median ms for every layer measured on this device/runtime/threads/fmt."""
+    def latency_table(self, device: str, runtime_version: str, threads: int, fmt: str,
+                      stat: str = "median") -> dict[str, float]:
+        """LayerDesc key → latency statistic ``stat`` (Measurement.stat) in ms for every layer
+        measured on this device/runtime/threads/fmt."""
         rows = self._conn.execute(
-            "SELECT layer_key, median_ms FROM measurements WHERE device=? AND runtime_version=?"
+            "SELECT layer_key, median_ms, p90_ms, samples_json, warmup, runs, threads, runtime, runtime_version,"
+            " device, device_identity_json FROM measurements WHERE device=? AND runtime_version=?"
             " AND threads=? AND fmt=? AND kind='layer' AND layer_key IS NOT NULL ORDER BY created",
             (device, runtime_version, int(threads), fmt),
         ).fetchall()
-        return {str(k): float(v) for k, v in rows}
+        return {str(r[0]): _row_to_measurement(r[1:]).stat(stat) for r in rows}
 
     def overhead(self, device: str, runtime_version: str, threads: int, fmt: str) -> Measurement | None:
         """The latest per-call overhead measurement (kind='overhead') for this device/runtime/fmt."""
