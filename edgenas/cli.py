@@ -187,7 +187,7 @@ def _print_summary(m: dict[str, Any]) -> None:
     acc = m["accuracy"]
     print(f"test accuracy: fp32 {acc['test_fp32_torch']:.4f}, int8 on the device's format {acc['test_int8']:.4f}"
           + "".join(f", {k[5:].replace('_', ' ')} {v:.4f}" for k, v in acc.items()
-                    if k.startswith("test_") and k[5:] not in ("fp32_torch", "int8")))
+                    if k.startswith("test_") and k[5:] not in ("fp32_torch", "int8") and v is not None))
     lat = m["latency_ms"]
     print(f"latency on {m['device']}: int8 {lat['int8_median']:.4f} ms, fp32 {lat['fp32_median']:.4f} ms (median)")
     for name, b in m["budgets"].items():

@@ -106,6 +106,9 @@ def verify_onnx(path: Path, quant: str) -> dict[str, Any]:
         from edgenas.export.onnx_export import runtime_float_kernels
 
         report["runtime_float_kernels"] = runtime_float_kernels(path)
+        md = {p.key: p.value for p in model.metadata_props}
+        report["weight_bits"] = int(md.get("weight_bits", 8))
+        report["weight_bits_reason"] = md.get("weight_bits_reason", "")
         report["allowed_float"] = ONNX_QDQ_ALLOWED
     mem = onnx_memory_report(path)
     report.update({"flash_bytes": mem["flash_bytes"], "weight_bytes": mem["weight_bytes"],
@@ -301,6 +304,8 @@ def render(r: dict[str, Any]) -> str:
             checks.append("int8 weights / int32 biases" if ver["weights_int8"] else "float weights")
             if "runtime_float_kernels" in ver:
                 checks.append("ONNX Runtime float kernels: " + (", ".join(ver["runtime_float_kernels"]) or "none"))
+            if "weight_bits" in ver:
+                checks.append(f"{ver['weight_bits']}-bit weights ({ver['weight_bits_reason']})")
         checks.append(", ".join(f"{k}×{v}" for k, v in ver["op_counts"].items()))
         if rec["status"] != "ok":
             checks.insert(0, "FAILED: " + "; ".join(rec["failures"]))

@@ -8,6 +8,15 @@
   ``max_calibration`` samples. A final Gemm (the classifier) is not requantized: ONNX Runtime
   fuses it into a QGemm with float output (the int32 accumulator times its scale).
 
+  Weights are 8-bit unless this host's ONNX Runtime kernels do not compute what the QDQ graph
+  says: the quantized file is run fused (integer kernels) and unfused (DequantizeLinear → float op
+  → QuantizeLinear, the graph's own arithmetic) on calibration inputs (:func:`kernel_drift`); if
+  they disagree, the file is quantized again with 7-bit weights (``reduce_range``). That happens on
+  x86 CPUs without VNNI, where the u8·s8 kernels sum pairs of products in 16 bits
+  (``vpmaddubsw``) and saturate with full 8-bit weights (ONNX Runtime issue #5849; a DS-CNN gave
+  0% argmax agreement). ARM boards and VNNI CPUs keep 8-bit weights. ``weight_bits`` and the
+  reason are in the file's metadata and the export report.
+
   Why QInt8 activations (S8S8) and not QUInt8 (U8S8): S8S8 QDQ is ONNX Runtime's recommended
   default, it is what a TFLite full-int8 model uses (int8 activations, symmetric int8 weights),
   so the two export routes quantize identically, and on x86 CPUs without VNNI U8S8 kernels can
@@ -188,10 +197,26 @@ def _batch_dim(path: str | Path) -> int | None:
     return dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None
 
 
+KERNEL_DRIFT_TOLERANCE = 0.02  # max |fused − unfused| output over max |unfused| output; rounding is ~1e-3
+
+
+def kernel_drift(path: str | Path, x: np.ndarray) -> dict[str, float]:
+    """How far ONNX Runtime's fused integer kernels stray from the QDQ graph's own arithmetic
+    (the same file run unfused) on inputs ``x``: ``rel_max_abs`` (max |difference| over max
+    |unfused output|) and argmax ``agreement``."""
+    a, b = run_onnx(path, x), run_onnx(path, x, fused=False)
+    scale = float(np.abs(b).max()) or 1.0
+    return {"rel_max_abs": float(np.abs(a - b).max()) / scale,
+            "agreement": float((a.reshape(len(a), -1).argmax(1) == b.reshape(len(b), -1).argmax(1)).mean())}
+
+
 def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration: np.ndarray,
                   metadata: dict[str, str] | None = None, max_calibration: int = 300,
-                  seed: int = 0) -> Path:
-    """Static int8 QDQ quantization (per-channel S8 weights, S8 activations, MinMax calibration)."""
+                  seed: int = 0, weight_bits: int | None = None) -> Path:
+    """Static int8 QDQ quantization (per-channel S8 weights, S8 activations, MinMax calibration).
+
+    ``weight_bits`` None: 8, or 7 when this host's kernels drift from the QDQ arithmetic with 8
+    (module docstring); 8 or 7 forces it."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -199,6 +224,8 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration: np.
     fp32_path, int8_path = Path(fp32_path), Path(int8_path)
     if not fp32_path.is_file():
         raise ExportError(f"fp32 model not found: {fp32_path}")
+    if weight_bits not in (None, 7, 8):
+        raise ExportError(f"weight_bits must be 7 or 8, got {weight_bits!r}")
     calib = np.asarray(calibration, dtype=np.float32)
     if calib.ndim < 2 or len(calib) == 0:
         raise ExportError(f"calibration data must be a non-empty array [N, …], got shape {calib.shape}")
@@ -212,12 +239,9 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration: np.
     with tempfile.TemporaryDirectory(dir=str(int8_path.parent)) as td:
         pre = Path(td) / "pre.onnx"
         out = Path(td) / "int8.onnx"
-        try:
+
+        def quantize(bits: int) -> None:
             with _quiet():
-                # Shape inference + ORT graph optimisation first: gives the quantizer the fused graph
-                # (Conv+BN, Conv+Relu patterns) and every intermediate shape.
-                quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
-                _spatial_means_to_global_pool(pre)
                 extra = {"ActivationSymmetric": False, "WeightSymmetric": True}
                 if _output_op(pre) in FLOAT_OUTPUT_OPS:
                     # logits leave the final QGemm as its dequantized int32 accumulator, not
@@ -227,16 +251,33 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration: np.
                 quantize_static(
                     str(pre), str(out), _ArrayReader(_input_name(fp32_path), calib, batch=static_batch or 32),
                     quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8, per_channel=True,
-                    # 7-bit weights: on x86 without VNNI (AVX2) ORT's fused int8 convs saturate the
-                    # u8·s8 pair sums (vpmaddubsw) and per-channel DS-CNNs gave 0% argmax agreement
-                    # here; with reduce_range 98% (ORT issue #5849). The model stays int8 QDQ.
-                    reduce_range=True,
+                    weight_type=QuantType.QInt8, per_channel=True, reduce_range=bits == 7,
                     calibrate_method=CalibrationMethod.MinMax, extra_options=extra,
                 )
+
+        try:
+            with _quiet():
+                # Shape inference + ORT graph optimisation first: gives the quantizer the fused graph
+                # (Conv+BN, Conv+Relu patterns) and every intermediate shape.
+                quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
+                _spatial_means_to_global_pool(pre)
+            bits = weight_bits or 8
+            quantize(bits)
+            why = "forced" if weight_bits else "the host's fused kernels compute the QDQ arithmetic"
+            if weight_bits is None:
+                drift = kernel_drift(out, calib[:64])
+                if drift["rel_max_abs"] > KERNEL_DRIFT_TOLERANCE:
+                    bits = 7
+                    why = (f"with 8-bit weights this host's fused kernels drifted from the QDQ arithmetic"
+                           f" (max |diff| {drift['rel_max_abs']:.1%} of the output range, argmax agreement"
+                           f" {drift['agreement']:.1%}): u8·s8 pair sums saturate without VNNI")
+                    quantize(bits)
+        except ExportError:
+            raise
         except Exception as e:
             raise ExportError(f"int8 quantization of {fp32_path} failed: {_first_line(e)}") from None
         proto = onnx.load(str(out))
+    md.update({"weight_bits": str(bits), "weight_bits_reason": why})
     del proto.metadata_props[:]
     _set_metadata(proto, md)
     try:
@@ -336,22 +377,25 @@ def _input_name(path: str | Path) -> str:
     return onnx.load(str(path), load_external_data=False).graph.input[0].name
 
 
-def _session(path: str | Path) -> Any:
+def _session(path: str | Path, fused: bool = True) -> Any:
+    """A CPU session; ``fused=False`` runs the graph as written (no fusion, QDQ as float ops)."""
     import onnxruntime as ort
 
     if not Path(path).is_file():
         raise ExportError(f"model file not found: {path}")
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if not fused:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as e:
         raise ExportError(f"cannot load ONNX model {path}: {_first_line(e)}") from None
 
 
-def run_onnx(path: str | Path, x: np.ndarray, batch: int = 256) -> np.ndarray:
+def run_onnx(path: str | Path, x: np.ndarray, batch: int = 256, fused: bool = True) -> np.ndarray:
     """Logits of an ONNX model for inputs ``x`` [N, …] on the CPU, in batches."""
-    sess = _session(path)
+    sess = _session(path, fused)
     inp = sess.get_inputs()[0]
     dim0 = inp.shape[0]
     step = dim0 if isinstance(dim0, int) and dim0 > 0 else batch

@@ -134,6 +134,19 @@ def test_resume_of_a_finished_run_is_a_noop(finished_run, cli) -> None:
     assert "already done, skipped" in res.err
 
 
+def test_human_summary(finished_run, cli) -> None:
+    """Without --json the resumed finished run prints its summary (accuracies that were not
+    measured, e.g. before-QAT when QAT is off, are left out, not a traceback)."""
+    res = cli(["search", "--runs-dir", str(finished_run.runs_dir), "--name", finished_run.name, "--resume"])
+    assert res.code == 0, res.err
+    m = finished_run.result.json()
+    assert m["accuracy"]["test_fp32_torch_before_qat"] is None
+    out = res.out
+    assert f"run: {m['run_dir']}" in out and f"test accuracy: fp32 {m['accuracy']['test_fp32_torch']:.4f}" in out
+    assert f"onnx int8 {m['accuracy']['test_onnx_int8']:.4f}" in out and "before qat" not in out
+    assert "budget latency: measured" in out and f"report: {m['run_dir']}/report.md" in out
+
+
 def test_same_name_without_resume_is_refused(finished_run, cli) -> None:
     state_before = (finished_run.path / "state.json").read_text()
     res = cli(finished_run.argv)

@@ -64,6 +64,8 @@ def test_tcn_exports_verify(tcn_report) -> None:
     # shared DequantizeLinear blocks fusion); the mean over time is an integer global pool
     assert m["onnx-int8"]["verification"]["runtime_float_kernels"] == ["Add", "Conv"]
     assert "ONNX Runtime float kernels: Add, Conv" in (out / "report.md").read_text()
+    bits = m["onnx-int8"]["verification"]["weight_bits"]  # 8 unless this host's kernels saturate
+    assert bits in (7, 8) and f"{bits}-bit weights (" in (out / "report.md").read_text()
     assert rep["test_acc_fp32_torch"] > 0.9  # learned (chance is 0.2)
     for k in ("onnx-int8", "tflite-int8"):
         assert m[k]["argmax_agreement"] >= 0.99, (k, m[k]["argmax_agreement"])

@@ -19,6 +19,8 @@ from edgenas.export.onnx_export import (
     model_metadata,
     quantize_int8,
     read_metadata,
+    KERNEL_DRIFT_TOLERANCE,
+    kernel_drift,
     run_onnx,
     runtime_float_kernels,
 )
@@ -96,6 +98,45 @@ def test_classifier_logits_are_not_requantized(trained: dict, tmp_path: Path) ->
     # and the global average pool (a ReduceMean in the export) runs as QLinearGlobalAveragePool:
     # no op of the DS-CNN stays float in ONNX Runtime
     assert "QLinearGlobalAveragePool" in fused and runtime_float_kernels(trained["int8"]) == []
+
+
+def _max_weight_level(path: Path) -> int:
+    """Largest |int8 level| over the Conv/Gemm weights (127 for 8-bit symmetric, 63 for 7-bit)."""
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return max(int(np.abs(a.astype(np.int32)).max()) for a in inits.values() if a.dtype == np.int8 and a.ndim >= 2)
+
+
+def test_weight_bits_follow_the_host_kernels(trained: dict, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """8-bit weights when ONNX Runtime's fused kernels compute the QDQ arithmetic here; 7-bit
+    (reduce_range) when they drift, which a CPU without VNNI does and this test injects."""
+    import edgenas.export.onnx_export as ox
+
+    path: Path = trained["int8"]
+    md = read_metadata(path)
+    drift = kernel_drift(path, trained["x"][:64])
+    if md["weight_bits"] == "8":  # this host: the file's fused run matches its unfused arithmetic
+        assert drift["rel_max_abs"] <= KERNEL_DRIFT_TOLERANCE and _max_weight_level(path) == 127
+    else:  # a host whose kernels saturate with 8-bit weights
+        assert md["weight_bits"] == "7" and "drifted" in md["weight_bits_reason"] and _max_weight_level(path) <= 64
+    forced7 = quantize_int8(trained["fp32"], tmp_path / "w7.onnx", trained["x"][:200], weight_bits=7)
+    assert read_metadata(forced7)["weight_bits"] == "7" and _max_weight_level(forced7) <= 64
+    assert kernel_drift(forced7, trained["x"][:64])["rel_max_abs"] <= KERNEL_DRIFT_TOLERANCE
+    # injected: the host's kernels disagree with the QDQ graph → quantized again with 7-bit weights
+    calls: list[Path] = []
+
+    def saturating(p: Path, x: np.ndarray) -> dict[str, float]:
+        calls.append(Path(p))
+        return {"rel_max_abs": 0.9, "agreement": 0.1}
+
+    monkeypatch.setattr(ox, "kernel_drift", saturating)
+    auto = quantize_int8(trained["fp32"], tmp_path / "auto.onnx", trained["x"][:200])
+    md = read_metadata(auto)
+    assert len(calls) == 1 and md["weight_bits"] == "7" and _max_weight_level(auto) <= 64
+    assert "90.0% of the output range" in md["weight_bits_reason"] and "10.0%" in md["weight_bits_reason"]
+    with pytest.raises(ExportError, match="weight_bits must be 7 or 8"):
+        quantize_int8(trained["fp32"], tmp_path / "x.onnx", trained["x"][:8], weight_bits=4)
 
 
 def test_parity_failure_is_export_error(trained: dict, tmp_path: Path) -> None:
