@@ -177,10 +177,10 @@ class Bench:
         with run:
             run.write_json("config.json", __import__("edgenas.config", fromlist=["to_dict"]).to_dict(p.cfg))
             data_cfg = p.space.data_configs()[-1]
-            tr, va, te = (p.features(s, data_cfg) for s in ("train", "val", "test"))
+            tr, te = p.features("train", data_cfg), p.features("test", data_cfg)
             torch.manual_seed(self.seed)
             model = _tc_resnet8(data_cfg.n_mfcc, len(p.dataset.classes))
-            train_model(model, torch.cat([tr.x, va.x]), torch.cat([tr.y, va.y]), p.cfg.train, seed=self.seed)
+            train_model(model, *p.training_set(data_cfg, ("train", "val")), p.cfg.train, seed=self.seed)
             model.eval()
             fmt = p.device.artifact_format
             rep = export_network(ExportJob(model=model, spec=None, out_dir=run.file("export"),
@@ -219,10 +219,10 @@ class Bench:
                     spec = p.space.sample(rng)
                     if lat.cost(spec) <= self.budget and ram.cost(spec) <= self.a.max_ram_kb * 1024:
                         break
-                tr, va = p.features("train", spec.data), p.features("val", spec.data)
+                va = p.features("val", spec.data)
                 torch.manual_seed(self.seed)
                 model = p.space.build(spec)
-                train_model(model, tr.x, tr.y, p.cfg.train, seed=self.seed)
+                train_model(model, *p.training_set(spec.data), p.cfg.train, seed=self.seed)
                 tried.append({"spec": spec, "val": accuracy(model, va.x, va.y)})
             best = max(tried, key=lambda t: t["val"])
             spent = time.perf_counter() - t0

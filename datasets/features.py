@@ -135,11 +135,16 @@ def _segment(wave: np.ndarray, start: int, n: int) -> np.ndarray:
     return np.pad(seg, (0, n - len(seg))) if len(seg) < n else seg
 
 
-def clip_wave(ds: AudioDataset, clip: Clip, rate: int, n: int, background: set[str]) -> np.ndarray:
-    """The clip as ``n`` float32 samples at ``rate`` (silence clips cut from background noise)."""
+def clip_wave(ds: AudioDataset, clip: Clip, rate: int, n: int, background: set[str],
+              speed: float = 1.0) -> np.ndarray:
+    """The clip as ``n`` float32 samples at ``rate`` (silence clips cut from background noise).
+
+    ``speed`` ≠ 1 is speed perturbation (Ko et al., 2015): the clip is resampled to ``rate / speed``
+    and played at ``rate``, so it runs ``speed`` times as fast with its pitch and formants scaled by
+    ``speed`` — a cheap stand-in for other speakers' vocal tracts and speaking rates."""
     if not clip.path:
         return np.zeros(n, np.float32)
-    wave = WAVE_CACHE.get(clip.path, rate)
+    wave = WAVE_CACHE.get(clip.path, rate if speed == 1.0 else int(round(rate / speed)))
     if clip.path in background:
         return (_segment(wave, int(round(clip.offset * rate)), n) * _silence_gain(clip)).astype(np.float32)
     return fit_length(wave, n).astype(np.float32, copy=False)
@@ -166,9 +171,11 @@ def _mix_noise(wave: np.ndarray, index: int, background: list[str], rate: int) -
     return np.clip(wave + gain * _segment(noise, start, n), -1.0, 1.0).astype(np.float32)
 
 
-def feature_cache_path(ds: AudioDataset, split: str, cfg: DataConfig, cache_dir: str | Path | None, noise: bool) -> Path:
+def feature_cache_path(ds: AudioDataset, split: str, cfg: DataConfig, cache_dir: str | Path | None, noise: bool,
+                       speed: float = 1.0) -> Path:
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return cache / "features" / ds.fingerprint() / cfg.key() / f"{split}{'-noise' if noise else ''}.npz"
+    tag = f"{'-noise' if noise else ''}{f'-speed{speed:g}' if speed != 1.0 else ''}"
+    return cache / "features" / ds.fingerprint() / cfg.key() / f"{split}{tag}.npz"
 
 
 def _read_cache(path: Path, n: int, cfg: DataConfig) -> FeatureSet | None:
@@ -202,13 +209,15 @@ def load_features(
     cache_dir: str | Path | None = None,
     sink: EventSink | None = None,
     augment_noise: bool | None = None,
+    speed: float = 1.0,
 ) -> FeatureSet:
     """MFCC features of one split for one DataConfig, cached on disk and reused.
 
     Clips are loaded at ``cfg.sample_rate`` (which must not exceed ``ds.native_rate``), fitted to
     ``cfg.clip_samples``; with ``augment_noise`` (default: only for "train") background noise is
-    mixed in at a random low gain (seeded per clip index, so the cache is deterministic).
-    Cache file: ``<cache_dir>/features/<ds.fingerprint()>/<cfg.key()>/<split>[-noise].npz``.
+    mixed in at a random low gain (seeded per clip index, so the cache is deterministic); ``speed``
+    ≠ 1 speed-perturbs every clip (:func:`clip_wave`).
+    Cache file: ``<cache_dir>/features/<ds.fingerprint()>/<cfg.key()>/<split>[-noise][-speedS].npz``.
     """
     if split not in ds.splits:
         raise DataError(f"{ds.name} has no split {split!r} (splits: {', '.join(ds.splits)})")
@@ -218,7 +227,9 @@ def load_features(
         )
     clips = ds.splits[split]
     noise = (split == "train" if augment_noise is None else augment_noise) and bool(ds.background)
-    path = feature_cache_path(ds, split, cfg, cache_dir, noise)
+    if not 0.5 <= speed <= 2.0:
+        raise DataError(f"speed perturbation factor must be within 0.5–2, got {speed:g}")
+    path = feature_cache_path(ds, split, cfg, cache_dir, noise, speed)
     if path.is_file():
         hit = _read_cache(path, len(clips), cfg)
         if hit is not None:
@@ -226,12 +237,13 @@ def load_features(
     n = cfg.clip_samples
     bg_set = set(ds.background)
     x = np.empty((len(clips), 1, *cfg.feature_shape), np.float32)
-    with progress(sink, f"features {ds.name}/{split} {cfg.key()}", len(clips)) as tick:
+    label = f"features {ds.name}/{split}{f' ×{speed:g} speed' if speed != 1.0 else ''} {cfg.key()}"
+    with progress(sink, label, len(clips)) as tick:
         for start in range(0, len(clips), BATCH):
             batch = clips[start : start + BATCH]
             waves = np.empty((len(batch), n), np.float32)
             for j, clip in enumerate(batch):
-                w = clip_wave(ds, clip, cfg.sample_rate, n, bg_set)
+                w = clip_wave(ds, clip, cfg.sample_rate, n, bg_set, speed)
                 if noise:
                     w = _mix_noise(w, start + j, ds.background, cfg.sample_rate)
                 waves[j] = w

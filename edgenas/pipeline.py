@@ -120,11 +120,12 @@ class Pipeline:
                                      (x.std(axis=(0, 1, 2)) + 1e-6).astype(np.float32))
         return cache[data_cfg.key()]
 
-    def features(self, split: str, data_cfg: Any) -> SplitTensors:
-        """A split's features for one data configuration, standardised as the model sees them."""
+    def features(self, split: str, data_cfg: Any, speed: float = 1.0) -> SplitTensors:
+        """A split's features for one data configuration, standardised as the model sees them
+        (``speed`` ≠ 1: speed-perturbed clips, standardised by the unperturbed train statistics)."""
         from edgenas.datasets.features import load_features
 
-        fs = load_features(self.dataset, split, data_cfg, cache_dir=self.cache_dir, sink=self.sink)
+        fs = load_features(self.dataset, split, data_cfg, cache_dir=self.cache_dir, sink=self.sink, speed=speed)
         x = fs.x
         norm = self.norm_stats(data_cfg)
         if norm is not None:
@@ -340,14 +341,20 @@ class Pipeline:
             est["latency_table_ms"] = self.latency_model().table_ms(spec)
         return est
 
+    def training_set(self, data_cfg: Any, splits: tuple[str, ...] = ("train",)) -> tuple[torch.Tensor, torch.Tensor]:
+        """What a network of ``data_cfg`` is trained on: the splits' features, plus one
+        speed-perturbed copy of them per ``train.speed_perturb`` factor. Every trained network
+        (the searched one, baselines, random-search candidates) gets its data from here."""
+        sets = [self.features(s, data_cfg, speed) for speed in (1.0, *self.cfg.train.speed_perturb) for s in splits]
+        return torch.cat([t.x for t in sets]), torch.cat([t.y for t in sets])
+
     def _stage_train(self, spec: ArchSpec) -> dict[str, Any]:
         cfg = self.cfg
-        tr = self.features("train", spec.data)
         va = self.features("val", spec.data)
         if cfg.train.train_on == "train+val":
-            x, y, eval_set = torch.cat([tr.x, va.x]), torch.cat([tr.y, va.y]), None
+            (x, y), eval_set = self.training_set(spec.data, ("train", "val")), None
         elif cfg.train.train_on == "train":
-            x, y, eval_set = tr.x, tr.y, (va.x, va.y)
+            (x, y), eval_set = self.training_set(spec.data), (va.x, va.y)
         else:
             raise ConfigError(f"train.train_on must be 'train' or 'train+val', got {cfg.train.train_on!r}")
         torch.manual_seed(cfg.seed)

@@ -26,6 +26,9 @@ class TrainConfig:
     label_smoothing: float = 0.05
     time_shift: float = 0.1  # max fraction of frames a training example is shifted by
     spec_mask: int = 2  # max coefficients/frames zeroed (SpecAugment-style), 0 = off
+    # extra copies of the training clips played at these speeds (speed perturbation: pitch, formants
+    # and rate scaled together), e.g. (0.9, 1.1); () = off
+    speed_perturb: tuple[float, ...] = ()
     train_on: str = "train+val"  # or "train"
     # standardise every feature coefficient by its train-split mean/std (folded into the exported
     # front end): MFCC c0 spans ~10x the range of the others, and one int8 input scale for all of

@@ -51,6 +51,38 @@ def test_load_features_cache_reuse(sc_layout: Path, tmp_path: Path) -> None:
     assert feature_cache_path(ds, "val", cfg, cache, noise=False).is_file() and len(val) == len(ds.splits["val"])
 
 
+def test_speed_perturbation(tmp_path: Path, make_wav) -> None:
+    """A 1 kHz tone played ×1.1 is a 1.1 kHz tone lasting 1/1.1 as long; its features are cached
+    apart from the unperturbed ones; factors outside 0.5–2 are refused."""
+    from edgenas.datasets.features import clip_wave
+
+    tone = make_wav(tmp_path / "tone.wav", rate=16000, seconds=0.5, freq=1000.0)
+    ds = AudioDataset("t", str(tmp_path), ["a"], 16000, {"train": [Clip(str(tone), 0, "s")], "val": [], "test": []})
+    n = 16000
+
+    def peak_hz(w: np.ndarray) -> float:
+        mid = len(w) // 2  # the clip is centred in the window
+        spec = np.abs(np.fft.rfft(w[mid - 2000:mid + 2000] * np.hanning(4000)))
+        return float(np.argmax(spec)) * 16000 / 4000
+
+    for speed in (0.9, 1.0, 1.1):
+        w = clip_wave(ds, ds.splits["train"][0], 16000, n, set(), speed)
+        assert w.shape == (n,)
+        assert peak_hz(w) == pytest.approx(1000 * speed, abs=4.0)
+        loud = np.flatnonzero(np.abs(w) > 0.01)
+        assert loud[-1] - loud[0] + 1 == pytest.approx(8000 / speed, rel=0.01)  # 0.5 s at 16 kHz
+    cfg = DataConfig()
+    cache = tmp_path / "cache"
+    plain = load_features(ds, "train", cfg, cache)
+    fast = load_features(ds, "train", cfg, cache, speed=1.1)
+    assert feature_cache_path(ds, "train", cfg, cache, noise=False, speed=1.1).is_file()
+    assert feature_cache_path(ds, "train", cfg, cache, noise=False) != feature_cache_path(ds, "train", cfg, cache, False, 1.1)
+    assert not np.allclose(plain.x, fast.x) and list(fast.y) == list(plain.y)
+    assert load_features(ds, "train", cfg, cache, speed=1.1).cached
+    with pytest.raises(DataError, match="speed perturbation factor must be within 0.5–2, got 3"):
+        load_features(ds, "train", cfg, cache, speed=3.0)
+
+
 def test_rate_above_native_is_an_error(sc_layout: Path, tmp_path: Path) -> None:
     ds = open_dataset(sc_layout)
     ds.native_rate = 8000

@@ -180,3 +180,27 @@ def test_quantization_aware_epochs_follow_the_float_training(tone_fsdd: Path, tm
             w = m.weight.detach().flatten(1)
             q = w / (w.abs().amax(1, keepdim=True) / 127)
             assert torch.allclose(q, q.round(), atol=1e-3)
+
+
+def test_speed_perturbed_training_set(tone_fsdd: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`train.speed_perturb`: the training set holds the clips once per factor (plus the originals),
+    labels repeated, standardised with the unperturbed train statistics; test features stay plain."""
+    import random
+
+    monkeypatch.setenv("EDGENAS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("EDGENAS_STORE", str(tmp_path / "store.sqlite"))
+    cfg = _cfg(tone_fsdd)
+    cfg = replace(cfg, train=replace(cfg.train, speed_perturb=(0.9, 1.1), epochs=1))
+    with RunDir(tmp_path / "r", resume=False) as run:
+        p = P.Pipeline(cfg, run)
+        d = p.space.data_configs()[0]
+        tr, va = p.features("train", d), p.features("val", d)
+        x, y = p.training_set(d, ("train", "val"))
+        n = len(tr.y) + len(va.y)
+        assert len(x) == len(y) == 3 * n and torch.equal(x[:len(tr.y)], tr.x)
+        assert torch.equal(y, torch.cat([tr.y, va.y] * 3))
+        slow = p.features("train", d, speed=0.9)
+        assert torch.equal(x[n:n + len(tr.y)], slow.x) and not torch.allclose(slow.x, tr.x)
+        assert len(p.training_set(d)[0]) == 3 * len(tr.y)
+        out = p._stage_train(p.space.sample(random.Random(0)))
+    assert out["train_examples"] == 3 * n and out["test_examples"] == 24
