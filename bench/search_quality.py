@@ -95,6 +95,7 @@ class Bench:
 
     def __init__(self, a: Any, data: dict[str, Any], device: str, budget_ms: float, seed: int, out: Path) -> None:
         self.a, self.data, self.device, self.budget, self.seed, self.out = a, data, device, budget_ms, seed, out
+        self.mode = "quick" if a.quick else "full"
         self.epochs = 20 if a.quick else 40
         self.search_epochs = 12 if a.quick else 30
 
@@ -104,10 +105,14 @@ class Bench:
                 str(self.epochs), "--search-epochs", str(self.search_epochs), "--runs-dir", str(self.out / "runs"),
                 "--name", name]
 
+    def cell(self, method: str) -> dict[str, Any]:
+        """The fields that identify a row (and which mode, hence which epochs, produced it)."""
+        return {"method": method, "dataset": self.data["name"], "device": self.device, "budget_ms": self.budget,
+                "seed": self.seed, "mode": self.mode, "epochs": self.epochs, "search_epochs": self.search_epochs}
+
     def row(self, method: str, m: dict[str, Any], search_s: float) -> dict[str, Any]:
         acc = m["accuracy"]
-        return {"method": method, "dataset": self.data["name"], "device": self.device, "budget_ms": self.budget,
-                "seed": self.seed, "test_fp32": acc["test_fp32_torch"], "test_int8": acc["test_int8"],
+        return {**self.cell(method), "test_fp32": acc["test_fp32_torch"], "test_int8": acc["test_int8"],
                 "latency_ms": m["latency_ms"]["budgeted"], "ram_kb": m["ram_bytes"]["int8_graph"] / 1024,
                 "flash_kb": m["flash_bytes"]["int8_file"] / 1024, "search_s": search_s,
                 "holds": m["all_budgets_hold"], "data_config": m["data_config"], "macs": m["macs"]}
@@ -193,8 +198,7 @@ class Bench:
                                   runs=p.cfg.measure.runs, warmup=p.cfg.measure.warmup, loads=p.loads)
             lat = meas.stat(p.latency_stat)
         ram = r8["verification"]["peak_activation_bytes"] / 1024
-        return {"method": "tc-resnet8", "dataset": self.data["name"], "device": self.device, "budget_ms": self.budget,
-                "seed": self.seed, "test_fp32": rep["test_acc_fp32_torch"], "test_int8": r8["test_acc"],
+        return {**self.cell("tc-resnet8"), "test_fp32": rep["test_acc_fp32_torch"], "test_int8": r8["test_acc"],
                 "latency_ms": lat, "ram_kb": ram, "flash_kb": r8["flash_bytes"] / 1024, "search_s": 0.0,
                 "holds": lat <= self.budget and ram <= self.a.max_ram_kb,
                 "data_config": data_cfg.to_dict(), "macs": float("nan")}
@@ -255,8 +259,11 @@ def main() -> None:
     seeds = a.seeds or ([0] if a.quick else [0, 1, 2])
     rows: list[dict[str, Any]] = []
     results = a.out / "search_quality.rows.jsonl"
-    done = {(r["method"], r["dataset"], r["device"], r["budget_ms"], r["seed"]): r
-            for r in (json.loads(line) for line in results.read_text().splitlines())} if results.exists() else {}
+    # rows accumulate across invocations (a full grid takes several sittings); a row is reused only
+    # for the same cell in the same mode
+    done = {_key(r): r for r in (json.loads(line) for line in results.read_text().splitlines())} \
+        if results.exists() else {}
+    mode = "quick" if a.quick else "full"
     for ds in datasets:
         data = DATASETS[ds](a.data_root)
         for dev in devices:
@@ -265,7 +272,7 @@ def main() -> None:
                     b = Bench(a, data, dev, budget, seed, a.out)
                     search_s = None
                     for method in a.methods:
-                        key = (method, ds, dev, budget, seed)
+                        key = (method, data["name"], dev, budget, seed, mode)
                         if key in done:
                             rows.append(done[key])
                             if method == "edgenas":
@@ -290,14 +297,15 @@ def main() -> None:
                         else:
                             raise SystemExit(f"unknown method {method}")
                         rows.append(row)
+                        done[_key(row)] = row
                         with results.open("a") as f:
                             f.write(json.dumps(row, default=str) + "\n")
-    summary = summarize(rows)
+    summary = summarize(list(done.values()))  # every cell measured so far, in either mode
     md = "## Search quality (KWS)\n\n" + common.table(
-        ["dataset", "device", "budget ms", "method", "seeds", "test fp32", "test int8", "latency ms", "budget holds",
+        ["mode", "dataset", "device", "budget ms", "method", "seeds", "test fp32", "test int8", "latency ms", "budget holds",
          "RAM KiB", "flash KiB", "search s"], summary)
-    common.write(a.out, "search_quality", {"rows": rows}, md)
-    plot(rows, a.out)
+    common.write(a.out, "search_quality", {"rows": list(done.values())}, md)
+    plot(rows, a.out)  # this invocation's grid (one mode)
 
 
 def _ms(vals: list[float]) -> str:
@@ -309,13 +317,17 @@ def _ms(vals: list[float]) -> str:
     return f"{statistics.mean(vals):.4g} ± {statistics.stdev(vals):.2g}"
 
 
+def _key(r: dict[str, Any]) -> tuple[Any, ...]:
+    return r["method"], r["dataset"], r["device"], r["budget_ms"], r["seed"], r.get("mode", "quick")
+
+
 def summarize(rows: list[dict[str, Any]]) -> list[list[Any]]:
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r["dataset"], r["device"], r["budget_ms"], r["method"]), []).append(r)
+        groups.setdefault((r.get("mode", "quick"), r["dataset"], r["device"], r["budget_ms"], r["method"]), []).append(r)
     out = []
-    for (ds, dev, budget, method), rs in groups.items():
-        out.append([ds, dev, budget, method, len(rs), _ms([r["test_fp32"] for r in rs]),
+    for (mode, ds, dev, budget, method), rs in groups.items():
+        out.append([mode, ds, dev, budget, method, len(rs), _ms([r["test_fp32"] for r in rs]),
                     _ms([r["test_int8"] for r in rs]), _ms([r["latency_ms"] for r in rs]),
                     f"{sum(bool(r['holds']) for r in rs)}/{len(rs)}", _ms([r["ram_kb"] for r in rs]),
                     _ms([r["flash_kb"] for r in rs]), _ms([r["search_s"] for r in rs])])
