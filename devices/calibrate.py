@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgenas.devices.base import STATS, Device, Measurement, measure_many, pooled
+from edgenas.devices.base import STATS, Device, MeasureManyError, Measurement, measure_many, pooled
 from edgenas.devices.latency_table import LatencyTable, build_latency_table
 from edgenas.devices.predictor import LatencyPredictor, SpecEncoder, errors, predictor_path, stamp
 from edgenas.errors import ConfigError, DeviceError
@@ -73,6 +73,13 @@ class _Sample:
     macs: float
     table_ms: float
     measured: Measurement | None = None
+    failed: str | None = None  # why the device could not run this network (skipped, reported)
+
+
+# networks the device may fail to load or run before calibration stops: a few odd ones are
+# skipped and reported; more says the device or the space is broken
+MAX_SKIPPED_FRACTION = 0.05
+MAX_SKIPPED_MIN = 3
 
 
 def default_predictor_root() -> Path:
@@ -103,6 +110,7 @@ class Calibration:
         self.encoder = SpecEncoder.for_space(space)
         self.table: LatencyTable | None = None
         self.timings: dict[str, float] = {}
+        self.skipped: list[dict[str, str]] = []  # networks the device could not run
 
     @property
     def path(self) -> Path:
@@ -196,15 +204,35 @@ class Calibration:
                 # in time are what one network's latency is, not one pass's luck.
                 got: list[list[Measurement]] = [[] for _ in batch]
                 for _ in range(self.s.passes):
-                    measure_many(self.device, paths, runs=self.s.runs, warmup=self.s.warmup,
-                                 threads=self.device.threads, on_result=lambda i, m, got=got: got[i].append(m))
+                    live = [i for i, smp in enumerate(batch) if smp.failed is None]
+                    try:
+                        measure_many(self.device, [paths[i] for i in live], runs=self.s.runs, warmup=self.s.warmup,
+                                     threads=self.device.threads,
+                                     on_result=lambda j, m, got=got, live=live: got[live[j]].append(m))
+                    except MeasureManyError as e:
+                        if len(e.partial) + len(e.errors) < len(live):  # stopped midway: the device, not a model
+                            raise
+                        for j, why in e.errors.items():
+                            self._skip(batch[live[j]], why)
                 for i, (smp, ms) in enumerate(zip(batch, got)):
+                    if smp.failed is not None:  # another sample is drawn in its place
+                        continue
                     m = pooled(ms)
                     self.store.put_measurement(hashes[i], m, kind="chain", fmt=self.fmt, spec_hash=smp.spec.hash())
                     smp.measured = m
                     tick(1, ms=round(m.median_ms, 4))
                 self.timings["build_s"] = self.timings.get("build_s", 0.0) + t1 - t0
                 self.timings["measure_s"] = self.timings.get("measure_s", 0.0) + time.perf_counter() - t1
+
+    def _skip(self, smp: _Sample, why: str) -> None:
+        """Leave out a network the device cannot run; too many of them stop the calibration."""
+        smp.failed = why
+        self.skipped.append({"spec_hash": smp.spec.hash(), "reason": why})
+        self.sink("calibration.skipped", spec_hash=smp.spec.hash(), reason=why)
+        limit = max(MAX_SKIPPED_MIN, int(MAX_SKIPPED_FRACTION * self.s.samples))
+        if len(self.skipped) > limit:
+            raise DeviceError(f"{self.device.name} could not run {len(self.skipped)} of the sampled networks "
+                              f"(more than {limit}); first: {self.skipped[0]['reason']}")
 
     # ---- fitting ---------------------------------------------------------------------------
     def _xy(self, samples: list[_Sample]) -> tuple[np.ndarray, np.ndarray]:
@@ -249,6 +277,7 @@ class Calibration:
         rounds: list[dict[str, Any]] = []
         with progress(self.sink, f"calibration: {self.space.name} on {self.device.name} ({self.fmt})", total) as tick:
             self._measure(initial, tick)
+            train, holdout = [x for x in train if x.failed is None], [x for x in holdout if x.failed is None]
             while len(train) + len(holdout) < total:
                 want = total - len(train) - len(holdout)
                 n = want if want <= s.batch * 2 else max(s.batch, want // 2)
@@ -270,7 +299,7 @@ class Calibration:
                                                sorted(zip(free, weights), key=lambda t: -t[1])[:3]]})
                 self.sink("calibration.round", **rounds[-1])
                 self._measure(new, tick)
-                train += new
+                train += [x for x in new if x.failed is None]
         self.timings["samples_s"] = time.perf_counter() - t_start - self.timings["table_s"]
         return self._finish(train, holdout, rounds, time.perf_counter() - t_start)
 
@@ -315,7 +344,7 @@ class Calibration:
             "macs_range": [float(min(s.macs for s in train + holdout)), float(max(s.macs for s in train + holdout))],
             "latency_range_ms": [float(min(y_tr.min(), y_ho.min())), float(max(y_tr.max(), y_ho.max()))],
             "table_entries": len(self.table.entries), "table_measured_now": self.table.measured,
-            "seconds": seconds, "timings": self.timings, "settings": asdict(self.s),
+            "skipped": self.skipped, "seconds": seconds, "timings": self.timings, "settings": asdict(self.s),
             "holdout_points": [{"spec_hash": s.spec.hash(), "measured_ms": float(yv), "predicted_ms": float(pv),
                                 "table_ms": s.table_ms, "macs": s.macs}
                                for s, yv, pv in zip(holdout, y_ho, model.predict_ms(x_ho))],
@@ -339,6 +368,10 @@ def render_report(r: dict[str, Any]) -> str:
     for k, e in r["holdout_errors"].items():
         lines.append(f"| {names.get(k, k)} | {100 * e['mape']:.1f}% | {100 * e['within_10pct']:.0f}% | "
                      f"{100 * e['within_5pct']:.0f}% | {100 * e['max_rel_err']:.0f}% |")
+    skipped = r.get("skipped") or []
+    if skipped:
+        lines += ["", f"Skipped {len(skipped)} sampled network(s) the device could not run (others drawn in their"
+                      f" place); first: {skipped[0]['spec_hash']}: {skipped[0]['reason']}"]
     lines += ["", f"Predictor: `{r['predictor']}`", ""]
     return "\n".join(lines)
 

@@ -126,3 +126,40 @@ def test_low_percentile_statistic(calibrated, tmp_path: Path) -> None:
         assert pt["spec_hash"] == med["spec_hash"] and pt["measured_ms"] <= med["measured_ms"]
     with pytest.raises(ConfigError, match="unknown latency statistic"):
         Calibration(space, CountingORT(), store, "onnx-int8", replace(settings, statistic="p99"))
+
+
+def test_networks_the_device_cannot_run_are_skipped_and_reported(tmp_path: Path) -> None:
+    """A sampled network the runtime refuses (injected: the real runtime loads every network of
+    this space) is left out, another is drawn in its place, and the report names it; more than
+    the allowed few stop the calibration with a one-line error."""
+    space = get_space("kws-dscnn", num_classes=12, config=SMALL)
+    settings = CalibrationSettings(samples=20, runs=3, warmup=1, lut_runs=3, batch=5, pool=1000)
+    n_table = len({d.key() for d in space.all_layers()}) + 1
+
+    class Refusing(CountingORT):
+        def __init__(self, refuse: set[int]) -> None:
+            super().__init__()
+            self.refuse, self.refused = refuse, set()
+
+        def measure(self, artifact, runs=100, warmup=10, threads=None):  # type: ignore[no-untyped-def]
+            if self.measured - n_table in self.refuse or Path(artifact).name in self.refused:
+                self.measured += 1
+                self.refused.add(Path(artifact).name)
+                raise DeviceError(f"cannot load {Path(artifact).name}: injected")
+            return super().measure(artifact, runs=runs, warmup=warmup, threads=threads)
+
+    events: list[tuple[str, dict]] = []
+    dev = Refusing({1, 7})  # the 2nd network of the first pass, and one in a later pass or batch
+    report = calibrate(space, dev, Store(tmp_path / "s.sqlite"), "onnx-int8", settings,
+                       sink=lambda e, **f: events.append((e, f)), root=tmp_path / "p")
+    skipped = report["skipped"]
+    assert len(skipped) == 2 and all("injected" in s["reason"] for s in skipped)
+    assert report["samples"] == 20  # replacements drawn
+    used = {p["spec_hash"] for p in report["holdout_points"]}
+    assert not used & {s["spec_hash"] for s in skipped}
+    assert [f["spec_hash"] for e, f in events if e == "calibration.skipped"] == [s["spec_hash"] for s in skipped]
+    md = Path(report["predictor"]).with_suffix(".report.md").read_text()
+    assert "Skipped 2 sampled network(s)" in md
+    with pytest.raises(DeviceError, match=r"could not run 4 of the sampled networks \(more than 3\); first: cannot load"):
+        calibrate(space, Refusing(set(range(0, 200, 2))), Store(tmp_path / "s2.sqlite"), "onnx-int8", settings,
+                  root=tmp_path / "p2")
