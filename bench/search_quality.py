@@ -99,6 +99,11 @@ class Bench:
         self.epochs = 20 if a.quick else 40
         self.search_epochs = 12 if a.quick else 30
 
+    def run_name(self, method: str) -> str:
+        """One run directory per cell, method and mode (a quick run is never resumed as a full one)."""
+        return f"{self.data['name']}-{self.device}-{self.budget}-s{self.seed}-{method}" \
+            + ("-quick" if self.mode == "quick" else "")
+
     def base_args(self, name: str) -> list[str]:
         return ["--data", self.data["path"], *self.data["args"], "--device", self.device, "--max-latency-ms",
                 str(self.budget), "--max-ram-kb", str(self.a.max_ram_kb), "--seed", str(self.seed), "--epochs",
@@ -119,10 +124,10 @@ class Bench:
 
     def edgenas(self, fixed: bool, space: str = "kws-dscnn") -> dict[str, Any]:
         tcn = space == "kws-tcn"
-        name = f"{self.data['name']}-{self.device}-{self.budget}-s{self.seed}-{'fixed' if fixed else 'joint'}" \
-               + ("-tcn" if tcn else "")
+        name = self.run_name(("fixed" if fixed else "joint") + ("-tcn" if tcn else ""))
         sets = [x for k, v in STANDARD.items() for x in ("--set", f"{k}={v}")] if fixed else []
-        m = _edgenas_cmd(self.base_args(name) + sets + ["--space", space])
+        resume = ["--resume"] if (self.out / "runs" / "kws" / name / "state.json").exists() else []  # an interrupted sitting
+        m = _edgenas_cmd(self.base_args(name) + sets + ["--space", space] + resume)
         return self.row("edgenas-fixed-data" if fixed else "edgenas-tcn" if tcn else "edgenas", m, m["search_seconds"])
 
     def pipeline(self, name: str, sets: list[str]) -> Any:
@@ -141,7 +146,7 @@ class Bench:
     def fixed_spec(self, method: str, spec: Any, sets: list[str]) -> dict[str, Any]:
         """A hand-designed spec (or ``spec(space)``) through the pipeline's own train → export →
         measure stages."""
-        name = f"{self.data['name']}-{self.device}-{self.budget}-s{self.seed}-{method}"
+        name = self.run_name(method)
         p, run = self.pipeline(name, sets)
         with run:
             if callable(spec):
@@ -177,7 +182,7 @@ class Bench:
         from edgenas.export.exporter import ExportJob, export_network
         from edgenas.train import train_model
 
-        name = f"{self.data['name']}-{self.device}-{self.budget}-s{self.seed}-tc-resnet8"
+        name = self.run_name("tc-resnet8")
         p, run = self.pipeline(name, ["space.n_mfcc=10", "space.windows=40/20"])
         with run:
             run.write_json("config.json", __import__("edgenas.config", fromlist=["to_dict"]).to_dict(p.cfg))
@@ -209,7 +214,7 @@ class Bench:
         from edgenas import cost
         from edgenas.train import accuracy, train_model
 
-        name = f"{self.data['name']}-{self.device}-{self.budget}-s{self.seed}-random"
+        name = self.run_name("random")
         p, run = self.pipeline(name + "-probe", [])
         with run:
             p.run.mark("config", {}, 0.0)
