@@ -77,11 +77,15 @@ def _quiet() -> Iterator[io.StringIO]:
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)  # the quantizer's own sessions warn in C++ (e.g. unused initializers)
     try:
         with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield buf
     finally:
+        ort.set_default_logger_severity(2)  # onnxruntime's default (warnings)
         for lg, lvl in zip(loggers, levels):
             lg.setLevel(lvl)
 

@@ -139,6 +139,15 @@ def test_weight_bits_follow_the_host_kernels(trained: dict, tmp_path: Path,
         quantize_int8(trained["fp32"], tmp_path / "x.onnx", trained["x"][:8], weight_bits=4)
 
 
+def test_quantization_is_quiet(trained: dict, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """The quantizer's own ONNX Runtime sessions log C++ warnings (unused initializers of the
+    exported graph) straight to stderr, in the middle of the CLI's progress output: silenced."""
+    capfd.readouterr()
+    quantize_int8(trained["fp32"], tmp_path / "q.onnx", trained["x"][:50])
+    out, err = capfd.readouterr()
+    assert "onnxruntime" not in out + err and "Removing initializer" not in err
+
+
 def test_parity_failure_is_export_error(trained: dict, tmp_path: Path) -> None:
     other = ToyDSCNN()
     other.eval()
