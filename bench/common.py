@@ -39,13 +39,24 @@ def use_bench_dirs(out: Path) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), so figures from different machines are told apart."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment() -> dict[str, Any]:
     import torch
 
     import edgenas
 
     return {"edgenas": edgenas.__version__, "python": platform.python_version(), "torch": torch.__version__,
-            "machine": platform.machine(), "cpus": os.cpu_count(), "host": platform.node(),
+            "machine": platform.machine(), "cpu": cpu_model(), "cpus": os.cpu_count(), "host": platform.node(),
             "date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
 
 

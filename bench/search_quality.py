@@ -30,6 +30,7 @@ train is the search's validation). Baselines do not get tuned down: they use the
 from __future__ import annotations
 
 import json
+import platform
 import random
 import statistics
 import subprocess
@@ -113,7 +114,10 @@ class Bench:
     def cell(self, method: str) -> dict[str, Any]:
         """The fields that identify a row (and which mode, hence which epochs, produced it)."""
         return {"method": method, "dataset": self.data["name"], "device": self.device, "budget_ms": self.budget,
-                "seed": self.seed, "mode": self.mode, "epochs": self.epochs, "search_epochs": self.search_epochs}
+                "seed": self.seed, "mode": self.mode, "epochs": self.epochs, "search_epochs": self.search_epochs,
+                # latencies of rows measured in different sittings are comparable only on the same
+                # machine (session 3's VM timed TC-ResNet8 at 0.030 ms, session 4's at 0.008 ms)
+                "host": platform.node(), "cpu": common.cpu_model()}
 
     def row(self, method: str, m: dict[str, Any], search_s: float) -> dict[str, Any]:
         acc = m["accuracy"]
