@@ -25,6 +25,7 @@ train is the search's validation). Baselines do not get tuned down: they use the
 
     python bench/search_quality.py --quick      # FSDD, litert-cpu, one budget, one seed, fewer epochs
     python bench/search_quality.py              # full: both datasets, both devices, 3 budgets, 3 seeds
+    python bench/search_quality.py --report-only   # the table from every row measured so far
 """
 
 from __future__ import annotations
@@ -260,6 +261,8 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=["edgenas", "edgenas-tcn", "edgenas-fixed-data", "ds-cnn-s",
                                                     "ds-cnn-m", "tc-resnet8", "random"])
     p.add_argument("--max-ram-kb", type=float, default=64.0)
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite the table and JSON from the rows measured so far; run nothing")
     a = p.parse_args()
     common.use_bench_dirs(a.out)
     datasets = a.datasets or (["fsdd"] if a.quick else ["fsdd", "arabic"])
@@ -273,7 +276,7 @@ def main() -> None:
     done = {_key(r): r for r in (json.loads(line) for line in results.read_text().splitlines())} \
         if results.exists() else {}
     mode = "quick" if a.quick else "full"
-    for ds in datasets:
+    for ds in [] if a.report_only else datasets:
         data = DATASETS[ds](a.data_root)
         for dev in devices:
             for budget in budgets:
@@ -314,7 +317,7 @@ def main() -> None:
         ["mode", "dataset", "device", "budget ms", "method", "seeds", "test fp32", "test int8", "latency ms", "budget holds",
          "RAM KiB", "flash KiB", "search s"], summary)
     common.write(a.out, "search_quality", {"rows": list(done.values())}, md)
-    plot(rows, a.out)  # this invocation's grid (one mode)
+    plot(rows or [r for r in done.values() if r.get("mode", "quick") == mode], a.out)  # this grid's mode
 
 
 def _ms(vals: list[float]) -> str:
