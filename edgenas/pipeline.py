@@ -350,10 +350,10 @@ class Pipeline:
 
     def _stage_train(self, spec: ArchSpec) -> dict[str, Any]:
         cfg = self.cfg
-        va = self.features("val", spec.data)
         if cfg.train.train_on == "train+val":
             (x, y), eval_set = self.training_set(spec.data, ("train", "val")), None
         elif cfg.train.train_on == "train":
+            va = self.features("val", spec.data)  # reported per epoch, never used to select
             (x, y), eval_set = self.training_set(spec.data), (va.x, va.y)
         else:
             raise ConfigError(f"train.train_on must be 'train' or 'train+val', got {cfg.train.train_on!r}")
