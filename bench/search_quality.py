@@ -24,7 +24,7 @@ commands (its train/val split; val is this benchmark's test set, a speaker-disjo
 train is the search's validation). Baselines do not get tuned down: they use the same epochs.
 
     python bench/search_quality.py --quick      # FSDD, litert-cpu, one budget, one seed, fewer epochs
-    python bench/search_quality.py              # full: both datasets, both devices, 3 budgets, 3 seeds
+    python bench/search_quality.py              # full: both datasets (FSDD: all 4 folds), both devices, 3 budgets, 3 seeds
     python bench/search_quality.py --report-only   # the table from every row measured so far
 """
 
@@ -104,8 +104,14 @@ class Bench:
 
     def run_name(self, method: str) -> str:
         """One run directory per cell, method and mode (a quick run is never resumed as a full one)."""
-        return f"{self.data['name']}-{self.device}-{self.budget}-s{self.seed}-{method}" \
+        return f"{self.dataset_tag}-{self.device}-{self.budget}-s{self.seed}-{method}" \
             + ("-quick" if self.mode == "quick" else "")
+
+    @property
+    def dataset_tag(self) -> str:
+        """``fsdd`` for the nicolas fold (the name earlier sittings used), ``fsdd_<speaker>`` for the others."""
+        fold = self.data["fold"]
+        return self.data["name"] + (f"_{fold}" if fold and fold != "nicolas" else "")
 
     def base_args(self, name: str) -> list[str]:
         return ["--data", self.data["path"], *self.data["args"], "--device", self.device, "--max-latency-ms",
@@ -115,8 +121,8 @@ class Bench:
 
     def cell(self, method: str) -> dict[str, Any]:
         """The fields that identify a row (and which mode, hence which epochs, produced it)."""
-        return {"method": method, "dataset": self.data["name"], "device": self.device, "budget_ms": self.budget,
-                "seed": self.seed, "mode": self.mode, "epochs": self.epochs, "search_epochs": self.search_epochs,
+        return {"method": method, "dataset": self.data["name"], "fold": self.data["fold"], "device": self.device,
+                "budget_ms": self.budget, "seed": self.seed, "mode": self.mode, "epochs": self.epochs, "search_epochs": self.search_epochs,
                 # latencies of rows measured in different sittings are comparable only on the same
                 # machine (session 3's VM timed TC-ResNet8 at 0.030 ms, session 4's at 0.008 ms)
                 "host": platform.node(), "cpu": common.cpu_model()}
@@ -178,7 +184,7 @@ class Bench:
         """A finished run of the same hand-designed network, dataset, seed and mode for another
         device or budget (its trained weights do not depend on either), holding file ``need``."""
         mine = self.run_name(method)
-        pattern = f"{self.data['name']}-*-s{self.seed}-{method}" + ("-quick" if self.mode == "quick" else "")
+        pattern = f"{self.dataset_tag}-*-s{self.seed}-{method}" + ("-quick" if self.mode == "quick" else "")
         for d in sorted((self.out / "runs" / "kws").glob(pattern)):
             if d.name != mine and (d / need).is_file():
                 return d
@@ -292,10 +298,20 @@ class Bench:
         return row
 
 
+FSDD_SPEAKERS = ("nicolas", "george", "jackson", "lucas")  # the four speakers in ../shared/data/fsdd
+
+
+def fsdd(root: Path, fold: str) -> dict[str, Any]:
+    """FSDD leaving speaker ``fold`` out as the test set (the loader takes the last remaining speaker
+    in sorted order as validation, the other two as train)."""
+    return {"name": "fsdd", "fold": fold, "path": str(root / "fsdd"), "args": ["--test-speakers", fold],
+            "flags": {"test_speakers": [fold]}}
+
+
 DATASETS = {
-    "fsdd": lambda root: {"name": "fsdd", "path": str(root / "fsdd"), "args": ["--test-speakers", "nicolas"],
-                          "flags": {"test_speakers": ["nicolas"]}},
-    "arabic": lambda root: {"name": "arabic", "path": str(root / "arabic_speech_commands"), "args": [], "flags": {}},
+    "fsdd": fsdd,
+    "arabic": lambda root, fold: {"name": "arabic", "fold": "", "path": str(root / "arabic_speech_commands"),
+                                  "args": [], "flags": {}},
 }
 
 
@@ -305,6 +321,8 @@ def main() -> None:
     p.add_argument("--devices", nargs="+", default=None)
     p.add_argument("--budgets", nargs="+", type=float, default=None, help="latency budgets, ms")
     p.add_argument("--seeds", nargs="+", type=int, default=None)
+    p.add_argument("--folds", nargs="+", default=None, choices=FSDD_SPEAKERS,
+                   help="FSDD test speakers (default: nicolas in quick mode, all four in full mode)")
     p.add_argument("--methods", nargs="+", default=["edgenas", "edgenas-tcn", "edgenas-fixed-data", "ds-cnn-s",
                                                     "ds-cnn-m", "tc-resnet8", "random"])
     p.add_argument("--max-ram-kb", type=float, default=64.0)
@@ -323,45 +341,44 @@ def main() -> None:
     done = {_key(r): r for r in (json.loads(line) for line in results.read_text().splitlines())} \
         if results.exists() else {}
     mode = "quick" if a.quick else "full"
-    for ds in [] if a.report_only else datasets:
-        data = DATASETS[ds](a.data_root)
-        for dev in devices:
-            for budget in budgets:
-                for seed in seeds:
-                    b = Bench(a, data, dev, budget, seed, a.out)
-                    search_s = None
-                    for method in a.methods:
-                        key = (method, data["name"], dev, budget, seed, mode)
-                        if key in done:
-                            rows.append(done[key])
-                            if method == "edgenas":
-                                search_s = done[key]["search_s"]
-                            continue
-                        print(f"[{time.strftime('%H:%M:%S')}] {method} {ds} {dev} {budget} ms seed {seed}",
-                              file=sys.stderr, flush=True)
-                        if method == "edgenas-tcn":
-                            row = b.edgenas(fixed=False, space="kws-tcn")
-                        elif method in ("edgenas", "edgenas-fixed-data"):
-                            row = b.edgenas(fixed=method != "edgenas")
-                            if method == "edgenas":
-                                search_s = row["search_s"]
-                        elif method == "ds-cnn-s":
-                            row = b.ds_cnn(64, method)
-                        elif method == "ds-cnn-m":
-                            row = b.ds_cnn(172, method)
-                        elif method == "tc-resnet8":
-                            row = b.tc_resnet8()
-                        elif method == "random":
-                            row = b.random_search(search_s or 300.0)
-                        else:
-                            raise SystemExit(f"unknown method {method}")
-                        rows.append(row)
-                        done[_key(row)] = row
-                        with results.open("a") as f:
-                            f.write(json.dumps(row, default=str) + "\n")
+    folds = a.folds or (["nicolas"] if a.quick else list(FSDD_SPEAKERS))
+    cells = [(DATASETS[ds](a.data_root, fold), dev, budget, seed) for ds in ([] if a.report_only else datasets)
+             for fold in (folds if ds == "fsdd" else [""]) for dev in devices for budget in budgets for seed in seeds]
+    for data, dev, budget, seed in cells:
+        b = Bench(a, data, dev, budget, seed, a.out)
+        search_s = None
+        for method in a.methods:
+            key = (method, data["name"], data["fold"], dev, budget, seed, mode)
+            if key in done:
+                rows.append(done[key])
+                if method == "edgenas":
+                    search_s = done[key]["search_s"]
+                continue
+            print(f"[{time.strftime('%H:%M:%S')}] {method} {b.dataset_tag} {dev} {budget} ms seed {seed}",
+                  file=sys.stderr, flush=True)
+            if method == "edgenas-tcn":
+                row = b.edgenas(fixed=False, space="kws-tcn")
+            elif method in ("edgenas", "edgenas-fixed-data"):
+                row = b.edgenas(fixed=method != "edgenas")
+                if method == "edgenas":
+                    search_s = row["search_s"]
+            elif method == "ds-cnn-s":
+                row = b.ds_cnn(64, method)
+            elif method == "ds-cnn-m":
+                row = b.ds_cnn(172, method)
+            elif method == "tc-resnet8":
+                row = b.tc_resnet8()
+            elif method == "random":
+                row = b.random_search(search_s or 300.0)
+            else:
+                raise SystemExit(f"unknown method {method}")
+            rows.append(row)
+            done[_key(row)] = row
+            with results.open("a") as f:
+                f.write(json.dumps(row, default=str) + "\n")
     summary = summarize(list(done.values()))  # every cell measured so far, in either mode
     md = "## Search quality (KWS)\n\n" + common.table(
-        ["mode", "dataset", "device", "budget ms", "method", "seeds", "test fp32", "test int8", "latency ms", "budget holds",
+        ["mode", "dataset", "device", "budget ms", "method", "runs (seeds × folds)", "test fp32", "test int8", "latency ms", "budget holds",
          "RAM KiB", "flash KiB", "search s"], summary)
     common.write(a.out, "search_quality", {"rows": list(done.values())}, md)
     plot(rows or [r for r in done.values() if r.get("mode", "quick") == mode], a.out)  # this grid's mode
@@ -376,8 +393,13 @@ def _ms(vals: list[float]) -> str:
     return f"{statistics.mean(vals):.4g} ± {statistics.stdev(vals):.2g}"
 
 
+def _fold(r: dict[str, Any]) -> str:
+    """The FSDD test speaker of a row (rows before folds existed are the nicolas fold)."""
+    return r.get("fold", "nicolas" if r["dataset"] == "fsdd" else "")
+
+
 def _key(r: dict[str, Any]) -> tuple[Any, ...]:
-    return r["method"], r["dataset"], r["device"], r["budget_ms"], r["seed"], r.get("mode", "quick")
+    return r["method"], r["dataset"], _fold(r), r["device"], r["budget_ms"], r["seed"], r.get("mode", "quick")
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[list[Any]]:

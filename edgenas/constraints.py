@@ -47,10 +47,16 @@ class Constraint:
     def holds(self, spec: ArchSpec) -> bool:
         return self.model.cost(spec) <= self.limit
 
-    def term(self, probs: Mapping[str, torch.Tensor], margin: float) -> tuple[torch.Tensor, float]:
-        """Hinge penalty ``λ · max(0, E[cost]/limit − 1 + margin)`` and the normalised excess."""
+    def term(self, probs: Mapping[str, torch.Tensor], margin: float,
+             two_sided: bool = False) -> tuple[torch.Tensor, float]:
+        """Hinge penalty ``λ · max(0, E[cost]/limit − 1 + margin)`` and the normalised excess.
+
+        ``two_sided``: ``λ · |E[cost]/limit − 1 + margin|`` — the budget is a target, so a
+        distribution that drifts well below it is pulled back (TuNAS's absolute-value reward,
+        Bender et al. 2020); the multiplier's floor sets how hard."""
         excess = self.model.expected_cost(probs) / self.limit - 1.0 + margin
-        return self.multiplier * torch.relu(excess), float(excess.detach())
+        penalty = excess.abs() if two_sided else torch.relu(excess)
+        return self.multiplier * penalty, float(excess.detach())
 
     def update(self, excess: float, lr: float) -> None:
         """Dual ascent: the multiplier rises while the expected cost exceeds the budget, falls

@@ -42,6 +42,7 @@ class SearchConfig:
     entropy_weight: float = 1.5  # ramps from 0 to this over the arch epochs: commit before deriving
     dual_lr: float = 0.5
     margin: float = 0.05
+    latency_target: bool = False  # the latency budget as a target (two-sided term), not only a limit
     max_steps_per_epoch: int = 0  # 0 = one pass over the train split
 
 
@@ -162,7 +163,7 @@ def run_search(
                 a_loss = F.cross_entropy(vlogits, vy)
                 probs = strategy.probs(sharpen=True)
                 for c in constraints:
-                    term, ex = c.term(probs, cfg.margin)
+                    term, ex = c.term(probs, cfg.margin, two_sided=cfg.latency_target and c.name == "latency")
                     a_loss = a_loss + term
                     excess[c.name] = ex
                 a_loss = a_loss + ent_w * strategy.entropy()

@@ -77,6 +77,19 @@ def test_hinge_term_and_its_gradient(space) -> None:
     assert cost.flash(space).cost(spec) > 0
 
 
+def test_two_sided_term_pulls_towards_the_budget(space) -> None:
+    m = cost.flash(space)
+    logits = {p.name: torch.zeros(len(p.options), requires_grad=True) for p in space.choice_points()}
+    probs = {k: torch.softmax(v, 0) for k, v in logits.items()}
+    e = float(m.expected_cost(probs).detach())
+    loose = Constraint("flash", 10 * e, m, multiplier=2.0)  # expected cost at a tenth of the budget
+    term, ex = loose.term(probs, margin=0.05, two_sided=True)
+    assert ex == pytest.approx(0.1 - 1 + 0.05) and float(term.detach()) == pytest.approx(2.0 * -ex)
+    term.backward()
+    g = logits["stem.width"].grad
+    assert g is not None and float(g[1]) < 0 < float(g[0])  # pushes towards the wider stem
+
+
 def test_dual_update_rises_while_violated_and_has_a_floor(space) -> None:
     c = Constraint("ram", 1.0, cost.peak_ram(space))
     c.update(0.5, lr=0.2)
