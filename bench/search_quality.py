@@ -30,6 +30,7 @@ train is the search's validation). Baselines do not get tuned down: they use the
 
 from __future__ import annotations
 
+import fcntl
 import json
 import platform
 import random
@@ -340,6 +341,12 @@ def main() -> None:
     seeds = a.seeds or ([0] if a.quick else [0, 1, 2])
     rows: list[dict[str, Any]] = []
     results = a.out / "search_quality.rows.jsonl"
+    lock = (a.out / ".search_quality.lock").open("w")
+    if not a.report_only:  # one grid at a time appends to (or --remeasure rewrites) the rows file
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SystemExit("search_quality: another run of this benchmark is using bench/results; wait for it")
     # rows accumulate across invocations (a full grid takes several sittings); a row is reused only
     # for the same cell in the same mode
     done = {_key(r): r for r in (json.loads(line) for line in results.read_text().splitlines())} \
