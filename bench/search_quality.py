@@ -144,7 +144,10 @@ class Bench:
             m = _edgenas_cmd(["--runs-dir", str(self.out / "runs"), "--name", name, "--resume"])
         else:
             m = _edgenas_cmd(self.base_args(name) + sets + ["--space", space])
-        return self.row("edgenas-fixed-data" if fixed else "edgenas-tcn" if tcn else "edgenas", m, m["search_seconds"])
+        row = self.row("edgenas-fixed-data" if fixed else "edgenas-tcn" if tcn else "edgenas", m, m["search_seconds"])
+        saved = json.loads((self.out / "runs" / "kws" / name / "config.json").read_text())
+        row["latency_target"] = saved["search"].get("latency_target", False)  # the budget as a target, not only a limit
+        return row
 
     def pipeline(self, name: str, sets: list[str]) -> Any:
         from edgenas import config as C
@@ -462,7 +465,10 @@ def _key(r: dict[str, Any]) -> tuple[Any, ...]:
 def summarize(rows: list[dict[str, Any]]) -> list[list[Any]]:
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r.get("mode", "quick"), r["dataset"], r["device"], r["budget_ms"], r["method"]), []).append(r)
+        method = r["method"]
+        if method.startswith("edgenas") and not r.get("latency_target"):  # rows from before search.latency_target
+            method += " (budget as a limit only)"
+        groups.setdefault((r.get("mode", "quick"), r["dataset"], r["device"], r["budget_ms"], method), []).append(r)
     out = []
     for (mode, ds, dev, budget, method), rs in groups.items():
         out.append([mode, ds, dev, budget, method, len(rs), _ms([r["test_fp32"] for r in rs]),
