@@ -26,6 +26,12 @@ train is the search's validation). Baselines do not get tuned down: they use the
     python bench/search_quality.py --quick      # FSDD, litert-cpu, one budget, one seed, fewer epochs
     python bench/search_quality.py              # full: both datasets (FSDD: all 4 folds), both devices, 3 budgets, 3 seeds
     python bench/search_quality.py --report-only   # the table from every row measured so far
+    python bench/search_quality.py --datasets arabic --devices litert-cpu --budgets 0.15 --remeasure
+                                                   # that grid's int8 models measured again, quietly
+
+Rows accumulate in ``results/search_quality.rows.jsonl`` across sittings (a cell already measured in
+the same mode is not run again; an interrupted edgenas run resumes). The hand-designed baselines are
+trained once per dataset, fold, seed and mode and exported and measured per device and budget.
 """
 
 from __future__ import annotations
