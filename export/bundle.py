@@ -412,11 +412,11 @@ def make_bundle(out_dir: Path, *, models: dict[str, Path], frontends: dict[str, 
     for fmt, path in model_files.items():
         d = describe_model(path, fmt, "classifier model")
         _check_io(d, path, "classifier model", n_features, len(labels))
-        described["models"][fmt] = {"file": MODEL_NAMES[fmt], "source": str(path), **d}
+        described["models"][fmt] = {"file": MODEL_NAMES[fmt], "source": Path(path).name, **d}
     for fmt, path in front_files.items():
         d = describe_model(path, fmt, "front-end model")
         _check_io(d, path, "front-end model", dc.clip_samples, n_features)
-        described["frontends"][fmt] = {"file": FRONTEND_NAMES[fmt], "source": str(path), **d}
+        described["frontends"][fmt] = {"file": FRONTEND_NAMES[fmt], "source": Path(path).name, **d}
 
     quant = dict(md.get("quantization") or {}) if isinstance(md.get("quantization"), dict) else {}
     for fmt, d in described["models"].items():

@@ -171,6 +171,9 @@ def test_bundle_contents(made: dict[str, Any], inputs: dict[str, Any]) -> None:
     assert md["models"]["tflite"]["inputs"][0]["shape"] == [1, 49, 10, 1]
     assert md["models"]["onnx"]["outputs"][0]["shape"] == [1, 4]
     assert md["frontends"]["onnx"]["inputs"][0]["shape"] == [1, spec.data.clip_samples]
+    # the files it was built from, by name: no path of the build machine travels to the board
+    sources = [d["source"] for part in ("models", "frontends") for d in md[part].values()]
+    assert sources and all("/" not in s for s in sources) and "int8" in md["models"]["tflite"]["source"]
     sums = dict(reversed(line.split("  ")) for line in (b / "SHA256SUMS").read_text().splitlines())
     assert set(sums) == EXPECTED_FILES - {"SHA256SUMS"}
     readme = (b / "README.md").read_text()
