@@ -361,6 +361,9 @@ def main() -> None:
     done = {_key(r): r for r in (json.loads(line) for line in results.read_text().splitlines())} \
         if results.exists() else {}
     mode = "quick" if a.quick else "full"
+    from edgenas.search import SearchConfig
+
+    target_now = SearchConfig().latency_target  # what an edgenas search run now does
     folds = a.folds or (["nicolas"] if a.quick else list(FSDD_SPEAKERS))
     cells = [(DATASETS[ds](a.data_root, fold), dev, budget, seed) for ds in ([] if a.report_only else datasets)
              for fold in (folds if ds == "fsdd" else [""]) for dev in devices for budget in budgets for seed in seeds]
@@ -379,7 +382,7 @@ def main() -> None:
         b = Bench(a, data, dev, budget, seed, a.out)
         search_s = None
         for method in a.methods:
-            key = (method, data["name"], data["fold"], dev, budget, seed, mode)
+            key = (method, data["name"], data["fold"], dev, budget, seed, mode, _target(method, target_now))
             if key in done:
                 rows.append(done[key])
                 if method == "edgenas":
@@ -441,7 +444,8 @@ def remeasure(rows: list[dict[str, Any]], a: Any, out: Path) -> None:
         data = DATASETS[r["dataset"]](a.data_root, _fold(r))
         b = Bench(a, data, r["device"], r["budget_ms"], r["seed"], out)
         b.mode = r.get("mode", "quick")
-        run = out / "runs" / "kws" / b.run_name(RUN_DIR.get(r["method"], r["method"]))
+        run = out / "runs" / "kws" / (b.run_name(RUN_DIR.get(r["method"], r["method"]))
+                                      + ("-limit" if _target(r["method"], r.get("latency_target")) is False else ""))
         dev = devices.setdefault(r["device"], get_device(r["device"]))
         fmt = dev.artifact_format
         rep = run / "export" / "report.json"
@@ -464,8 +468,16 @@ def _fold(r: dict[str, Any]) -> str:
     return r.get("fold", "nicolas" if r["dataset"] == "fsdd" else "")
 
 
+def _target(method: str, latency_target: Any) -> bool | None:
+    """Whether an edgenas row searched with the latency budget as a target (None for the others)."""
+    return bool(latency_target) if method.startswith("edgenas") else None
+
+
 def _key(r: dict[str, Any]) -> tuple[Any, ...]:
-    return r["method"], r["dataset"], _fold(r), r["device"], r["budget_ms"], r["seed"], r.get("mode", "quick")
+    """A row's cell; an edgenas row of the limit-only search (before ``search.latency_target``) is
+    kept and shown, but does not stand in for a row of the current search."""
+    return (r["method"], r["dataset"], _fold(r), r["device"], r["budget_ms"], r["seed"], r.get("mode", "quick"),
+            _target(r["method"], r.get("latency_target")))
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[list[Any]]:
