@@ -110,6 +110,10 @@ class Bench:
         self.epochs = 20 if a.quick else 40
         self.search_epochs = 12 if a.quick else 30
 
+    def edgenas_run_name(self, method: str, latency_target: bool) -> str:
+        """An edgenas variant's run directory (``-target``: searched with ``search.latency_target``)."""
+        return self.run_name(RUN_DIR[method]) + ("-target" if latency_target else "")
+
     def run_name(self, method: str) -> str:
         """One run directory per cell, method and mode (a quick run is never resumed as a full one)."""
         return f"{self.dataset_tag}-{self.device}-{self.budget}-s{self.seed}-{method}" \
@@ -144,13 +148,15 @@ class Bench:
 
     def edgenas(self, fixed: bool, space: str = "kws-dscnn") -> dict[str, Any]:
         tcn = space == "kws-tcn"
-        name = self.run_name(RUN_DIR["edgenas-fixed-data" if fixed else "edgenas-tcn" if tcn else "edgenas"])
+        method = "edgenas-fixed-data" if fixed else "edgenas-tcn" if tcn else "edgenas"
+        name = self.edgenas_run_name(method, self.a.latency_target)
         sets = [x for k, v in STANDARD.items() for x in ("--set", f"{k}={v}")] if fixed else []
+        sets += ["--set", f"search.latency_target={str(self.a.latency_target).lower()}"]
         if (self.out / "runs" / "kws" / name / "state.json").exists():  # an interrupted sitting: its saved config
             m = _edgenas_cmd(["--runs-dir", str(self.out / "runs"), "--name", name, "--resume"])
         else:
             m = _edgenas_cmd(self.base_args(name) + sets + ["--space", space])
-        row = self.row("edgenas-fixed-data" if fixed else "edgenas-tcn" if tcn else "edgenas", m, m["search_seconds"])
+        row = self.row(method, m, m["search_seconds"])
         saved = json.loads((self.out / "runs" / "kws" / name / "config.json").read_text())
         row["latency_target"] = saved["search"].get("latency_target", False)  # the budget as a target, not only a limit
         return row
@@ -337,6 +343,9 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=["edgenas", "edgenas-tcn", "edgenas-fixed-data", "ds-cnn-s",
                                                     "ds-cnn-m", "tc-resnet8", "random"])
     p.add_argument("--max-ram-kb", type=float, default=64.0)
+    p.add_argument("--latency-target", action="store_true",
+                   help="search the edgenas methods with search.latency_target=true (the budget as a target); "
+                        "their own rows and run directories (-target)")
     p.add_argument("--report-only", action="store_true",
                    help="rewrite the table and JSON from the rows measured so far; run nothing")
     p.add_argument("--remeasure", action="store_true",
@@ -361,9 +370,6 @@ def main() -> None:
     done = {_key(r): r for r in (json.loads(line) for line in results.read_text().splitlines())} \
         if results.exists() else {}
     mode = "quick" if a.quick else "full"
-    from edgenas.search import SearchConfig
-
-    target_now = SearchConfig().latency_target  # what an edgenas search run now does
     folds = a.folds or (["nicolas"] if a.quick else list(FSDD_SPEAKERS))
     cells = [(DATASETS[ds](a.data_root, fold), dev, budget, seed) for ds in ([] if a.report_only else datasets)
              for fold in (folds if ds == "fsdd" else [""]) for dev in devices for budget in budgets for seed in seeds]
@@ -382,7 +388,7 @@ def main() -> None:
         b = Bench(a, data, dev, budget, seed, a.out)
         search_s = None
         for method in a.methods:
-            key = (method, data["name"], data["fold"], dev, budget, seed, mode, _target(method, target_now))
+            key = (method, data["name"], data["fold"], dev, budget, seed, mode, _target(method, a.latency_target))
             if key in done:
                 rows.append(done[key])
                 if method == "edgenas":
@@ -444,8 +450,8 @@ def remeasure(rows: list[dict[str, Any]], a: Any, out: Path) -> None:
         data = DATASETS[r["dataset"]](a.data_root, _fold(r))
         b = Bench(a, data, r["device"], r["budget_ms"], r["seed"], out)
         b.mode = r.get("mode", "quick")
-        run = out / "runs" / "kws" / (b.run_name(RUN_DIR.get(r["method"], r["method"]))
-                                      + ("-limit" if _target(r["method"], r.get("latency_target")) is False else ""))
+        run = out / "runs" / "kws" / (b.edgenas_run_name(r["method"], bool(r.get("latency_target")))
+                                      if r["method"] in RUN_DIR else b.run_name(r["method"]))
         dev = devices.setdefault(r["device"], get_device(r["device"]))
         fmt = dev.artifact_format
         rep = run / "export" / "report.json"
@@ -474,8 +480,7 @@ def _target(method: str, latency_target: Any) -> bool | None:
 
 
 def _key(r: dict[str, Any]) -> tuple[Any, ...]:
-    """A row's cell; an edgenas row of the limit-only search (before ``search.latency_target``) is
-    kept and shown, but does not stand in for a row of the current search."""
+    """A row's cell; edgenas rows with and without ``search.latency_target`` are separate cells."""
     return (r["method"], r["dataset"], _fold(r), r["device"], r["budget_ms"], r["seed"], r.get("mode", "quick"),
             _target(r["method"], r.get("latency_target")))
 
@@ -484,8 +489,8 @@ def summarize(rows: list[dict[str, Any]]) -> list[list[Any]]:
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in rows:
         method = r["method"]
-        if method.startswith("edgenas") and not r.get("latency_target"):  # rows from before search.latency_target
-            method += " (budget as a limit only)"
+        if method.startswith("edgenas") and r.get("latency_target"):
+            method += " (latency budget as target)"
         groups.setdefault((r.get("mode", "quick"), r["dataset"], r["device"], r["budget_ms"], method), []).append(r)
     out = []
     for (mode, ds, dev, budget, method), rs in groups.items():

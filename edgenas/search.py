@@ -42,7 +42,7 @@ class SearchConfig:
     entropy_weight: float = 1.5  # ramps from 0 to this over the arch epochs: commit before deriving
     dual_lr: float = 0.5
     margin: float = 0.05
-    latency_target: bool = True  # the latency budget as a target (two-sided term), not only a limit
+    latency_target: bool = False  # the latency budget as a target (two-sided term), not only a limit
     max_steps_per_epoch: int = 0  # 0 = one pass over the train split
 
 
