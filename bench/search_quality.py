@@ -134,7 +134,8 @@ class Bench:
     def cell(self, method: str) -> dict[str, Any]:
         """The fields that identify a row (and which mode, hence which epochs, produced it)."""
         return {"method": method, "dataset": self.data["name"], "fold": self.data["fold"], "device": self.device,
-                "budget_ms": self.budget, "seed": self.seed, "mode": self.mode, "epochs": self.epochs, "search_epochs": self.search_epochs,
+                "budget_ms": self.budget, "seed": self.seed, "mode": self.mode, "epochs": self.epochs,
+                "search_epochs": self.search_epochs,
                 # latencies of rows measured in different sittings are comparable only on the same
                 # machine (session 3's VM timed TC-ResNet8 at 0.030 ms, session 4's at 0.008 ms)
                 "host": platform.node(), "cpu": common.cpu_model()}
@@ -207,6 +208,15 @@ class Bench:
                 return d
         return None
 
+    def trained_sibling(self, run: Any, method: str) -> Path | None:
+        """A sibling run (:meth:`sibling`) whose ``model.pt`` was trained with this run's recipe
+        and seed, or None."""
+        sib = self.sibling(method, "model.pt")
+        if sib is None:
+            return None
+        sib_cfg, mine_cfg = json.loads((sib / "config.json").read_text()), run.read_json("config.json")
+        return sib if sib_cfg["train"] == mine_cfg["train"] and sib_cfg["seed"] == mine_cfg["seed"] else None
+
     def reuse_training(self, run: Any, method: str, spec: Any) -> None:
         """Train a baseline once per (dataset, seed, mode): a run for another device or budget
         takes the weights a sibling run trained with the same recipe, and is exported and measured
@@ -216,14 +226,11 @@ class Bench:
 
         if run.done("train"):
             return
-        sib = self.sibling(method, "model.pt")
+        sib = self.trained_sibling(run, method)
         if sib is None:
             return
         sib_state = json.loads((sib / "state.json").read_text())["stages"]
-        sib_cfg = json.loads((sib / "config.json").read_text())
-        mine_cfg = run.read_json("config.json")
-        if "train" not in sib_state or sib_state["derive"]["result"]["hash"] != spec.hash() \
-                or sib_cfg["train"] != mine_cfg["train"] or sib_cfg["seed"] != mine_cfg["seed"]:
+        if "train" not in sib_state or sib_state["derive"]["result"]["hash"] != spec.hash():
             return
         shutil.copyfile(sib / "model.pt", run.file("model.pt.tmp"))
         run.file("model.pt.tmp").replace(run.file("model.pt"))
@@ -245,10 +252,9 @@ class Bench:
         import torch
 
         from edgenas.devices.measure import measure_cached
+        from edgenas.config import to_dict
         from edgenas.export.exporter import ExportJob, export_network
         from edgenas.train import train_model
-
-        from edgenas.config import to_dict
 
         name = self.run_name("tc-resnet8")
         p, run = self.pipeline(name, ["space.n_mfcc=10", "space.windows=40/20"])
@@ -258,8 +264,8 @@ class Bench:
             tr, te = p.features("train", data_cfg), p.features("test", data_cfg)
             torch.manual_seed(self.seed)
             model = _tc_resnet8(data_cfg.n_mfcc, len(p.dataset.classes))
-            sib = self.sibling("tc-resnet8", "model.pt")
-            if sib is not None and json.loads((sib / "config.json").read_text())["train"] == run.read_json("config.json")["train"]:
+            sib = self.trained_sibling(run, "tc-resnet8")
+            if sib is not None:
                 model.load_state_dict(torch.load(sib / "model.pt", weights_only=True))  # see reuse_training
                 print(f"  tc-resnet8: weights trained by {sib.name}", file=sys.stderr, flush=True)
             else:
@@ -388,7 +394,7 @@ def main() -> None:
         b = Bench(a, data, dev, budget, seed, a.out)
         search_s = None
         for method in a.methods:
-            key = (method, data["name"], data["fold"], dev, budget, seed, mode, _target(method, a.latency_target))
+            key = _key({**b.cell(method), "latency_target": a.latency_target})
             if key in done:
                 rows.append(done[key])
                 if method == "edgenas":
@@ -441,9 +447,9 @@ def remeasure(rows: list[dict[str, Any]], a: Any, out: Path) -> None:
     from edgenas.config import MeasureConfig
     from edgenas.devices.base import pooled
     from edgenas.devices.profiles import measure_defaults
+    from edgenas.devices.registry import get_device
 
     mc = MeasureConfig()
-    from edgenas.devices.registry import get_device
 
     devices: dict[str, Any] = {}
     for i, r in enumerate(rows):
