@@ -2,9 +2,11 @@
 data options, on FSDD (speaker nicolas held out), measured around `edgenas search` processes.
 
 Strategies: gumbel (relaxed Gumbel-softmax, one data option sampled per step), gumbel-hard
-(single path), darts (softmax mixture of every op). Data options: 1, 3, 6 and 12 (the full
-space), the strategy fixed to gumbel. Search epochs are fixed (``--search-epochs``); the final
-training is one epoch and not counted (the search stage's own seconds are reported).
+(single path), darts (softmax mixture of every op), each with the single-stage schedule (the
+default), and gumbel with the data-first one (``search.data_first=true``). Data options: 1, 2,
+3 and 6 (FSDD's full space: it is 8 kHz, so one sample rate), the strategy fixed to gumbel.
+Search epochs are fixed (``--search-epochs``); the final training is one epoch and not counted
+(the search stage's own seconds are reported).
 
     python bench/search_cost.py --quick       # 4 search epochs
     python bench/search_cost.py               # 12 search epochs (the default of a real search)
@@ -55,26 +57,30 @@ def main() -> None:
     a.epochs = a.epochs or (4 if a.quick else 12)
     common.use_bench_dirs(a.out)
     results, rows = [], []
-    for strategy in ("gumbel", "gumbel-hard", "darts"):
-        r = {"strategy": strategy, "data_options": 6, **run(a, f"cost-{strategy}", [f"search.strategy={strategy}"])}
+    # (strategy, data options, search.data_first): every strategy on the full space, the
+    # data-first schedule against the single-stage default, then fewer data options
+    configs = [(st, 6, False) for st in ("gumbel", "gumbel-hard", "darts")] + [("gumbel", 6, True)] \
+        + [("gumbel", n, False) for n in DATA_OPTIONS if n != 6]
+    for strategy, n, data_first in configs:
+        schedule = "data first" if data_first and n > 1 else "single stage"
+        name = f"cost-{strategy}-data{n}" + ("-first" if data_first else "")
+        sets = [f"search.strategy={strategy}", f"search.data_first={str(data_first).lower()}", *DATA_OPTIONS[n]]
+        r = {"strategy": strategy, "data_options": n, "schedule": schedule, **run(a, name, sets)}
         results.append(r)
-        rows.append([strategy, 6, f"{r['search_s']:.0f}", f"{r['search_s'] / a.epochs:.1f}", f"{r['peak_rss_mb']:.0f}"])
-    for n, sets in DATA_OPTIONS.items():
-        if n == 6:
-            continue
-        r = {"strategy": "gumbel", "data_options": n, **run(a, f"cost-data{n}", sets)}
-        results.append(r)
-        rows.append(["gumbel", n, f"{r['search_s']:.0f}", f"{r['search_s'] / a.epochs:.1f}", f"{r['peak_rss_mb']:.0f}"])
+        rows.append([strategy, n, schedule, f"{r['search_s']:.0f}", f"{r['search_s'] / a.epochs:.1f}",
+                     f"{r['peak_rss_mb']:.0f}"])
     md = (f"## Search cost (FSDD, {a.epochs} search epochs)\n\n"
-          + common.table(["strategy", "data options", "search s", "s / epoch", "peak RSS MB (whole process)"], rows))
+          + common.table(["strategy", "data options", "schedule", "search s", "s / epoch", "peak RSS MB (whole process)"], rows))
     common.write(a.out, "search_cost", {"results": results, "search_epochs": a.epochs}, md)
     plt = common.pyplot()
     if plt is not None:
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
         st = [r for r in results if r["data_options"] == 6]
-        ax1.bar([r["strategy"] for r in st], [r["search_s"] for r in st])
+        ax1.bar([r["strategy"] + ("\n(data first)" if r["schedule"] == "data first" else "") for r in st],
+                [r["search_s"] for r in st])
         ax1.set_ylabel("search seconds")
-        dn = sorted([r for r in results if r["strategy"] == "gumbel"], key=lambda r: r["data_options"])
+        dn = sorted([r for r in results if r["strategy"] == "gumbel" and r["schedule"] == "single stage"],
+                    key=lambda r: r["data_options"])
         ax2.plot([r["data_options"] for r in dn], [r["search_s"] for r in dn], marker="o", label="search s")
         ax2b = ax2.twinx()
         ax2b.plot([r["data_options"] for r in dn], [r["peak_rss_mb"] for r in dn], marker="s", color="C1")

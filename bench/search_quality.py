@@ -53,6 +53,10 @@ import common  # noqa: E402
 
 STANDARD = {"space.n_mfcc": "10", "space.windows": "40/20"}
 RUN_DIR = {"edgenas": "joint", "edgenas-tcn": "joint-tcn", "edgenas-fixed-data": "fixed"}  # method → run name part
+# search options the bench varies for the edgenas methods: the value rows from before the option
+# existed were searched with, and the run-directory suffix when it is on
+VARIANT_LEGACY = {"latency_target": False, "data_first": False}
+VARIANT_SUFFIX = {"latency_target": "-target", "data_first": "-df"}
 TRAINED_ONCE = ("ds-cnn-s", "ds-cnn-m")  # and tc-resnet8: hand-designed, so neither device nor budget shapes them
 
 
@@ -110,9 +114,10 @@ class Bench:
         self.epochs = 20 if a.quick else 40
         self.search_epochs = 12 if a.quick else 30
 
-    def edgenas_run_name(self, method: str, latency_target: bool) -> str:
-        """An edgenas variant's run directory (``-target``: searched with ``search.latency_target``)."""
-        return self.run_name(RUN_DIR[method]) + ("-target" if latency_target else "")
+    def edgenas_run_name(self, method: str, variant: dict[str, bool]) -> str:
+        """An edgenas variant's run directory: ``-target`` searched with ``search.latency_target``,
+        ``-df`` with ``search.data_first`` (directories from before it existed have no suffix)."""
+        return self.run_name(RUN_DIR[method]) + "".join(s for k, s in VARIANT_SUFFIX.items() if variant[k])
 
     def run_name(self, method: str) -> str:
         """One run directory per cell, method and mode (a quick run is never resumed as a full one)."""
@@ -150,16 +155,17 @@ class Bench:
     def edgenas(self, fixed: bool, space: str = "kws-dscnn") -> dict[str, Any]:
         tcn = space == "kws-tcn"
         method = "edgenas-fixed-data" if fixed else "edgenas-tcn" if tcn else "edgenas"
-        name = self.edgenas_run_name(method, self.a.latency_target)
+        variant = _variant_of(self.a)
+        name = self.edgenas_run_name(method, variant)
         sets = [x for k, v in STANDARD.items() for x in ("--set", f"{k}={v}")] if fixed else []
-        sets += ["--set", f"search.latency_target={str(self.a.latency_target).lower()}"]
+        sets += [x for k, v in variant.items() for x in ("--set", f"search.{k}={str(v).lower()}")]
         if (self.out / "runs" / "kws" / name / "state.json").exists():  # an interrupted sitting: its saved config
             m = _edgenas_cmd(["--runs-dir", str(self.out / "runs"), "--name", name, "--resume"])
         else:
             m = _edgenas_cmd(self.base_args(name) + sets + ["--space", space])
         row = self.row(method, m, m["search_seconds"])
         saved = json.loads((self.out / "runs" / "kws" / name / "config.json").read_text())
-        row["latency_target"] = saved["search"].get("latency_target", False)  # the budget as a target, not only a limit
+        row.update({k: saved["search"].get(k, v) for k, v in VARIANT_LEGACY.items()})  # what the run searched with
         return row
 
     def pipeline(self, name: str, sets: list[str]) -> Any:
@@ -352,6 +358,9 @@ def main() -> None:
     p.add_argument("--latency-target", action="store_true",
                    help="search the edgenas methods with search.latency_target=true (the budget as a target); "
                         "their own rows and run directories (-target)")
+    p.add_argument("--data-first", action="store_true",
+                   help="search the edgenas methods with search.data_first=true (data configuration scored "
+                        "and frozen before the architecture search); their own rows and run directories (-df)")
     p.add_argument("--report-only", action="store_true",
                    help="rewrite the table and JSON from the rows measured so far; run nothing")
     p.add_argument("--remeasure", action="store_true",
@@ -394,7 +403,7 @@ def main() -> None:
         b = Bench(a, data, dev, budget, seed, a.out)
         search_s = None
         for method in a.methods:
-            key = _key({**b.cell(method), "latency_target": a.latency_target})
+            key = _key({**b.cell(method), **_variant_of(a)})
             if key in done:
                 rows.append(done[key])
                 if method == "edgenas":
@@ -456,7 +465,7 @@ def remeasure(rows: list[dict[str, Any]], a: Any, out: Path) -> None:
         data = DATASETS[r["dataset"]](a.data_root, _fold(r))
         b = Bench(a, data, r["device"], r["budget_ms"], r["seed"], out)
         b.mode = r.get("mode", "quick")
-        run = out / "runs" / "kws" / (b.edgenas_run_name(r["method"], bool(r.get("latency_target")))
+        run = out / "runs" / "kws" / (b.edgenas_run_name(r["method"], _variant(r))
                                       if r["method"] in RUN_DIR else b.run_name(r["method"]))
         dev = devices.setdefault(r["device"], get_device(r["device"]))
         fmt = dev.artifact_format
@@ -480,23 +489,30 @@ def _fold(r: dict[str, Any]) -> str:
     return r.get("fold", "nicolas" if r["dataset"] == "fsdd" else "")
 
 
-def _target(method: str, latency_target: Any) -> bool | None:
-    """Whether an edgenas row searched with the latency budget as a target (None for the others)."""
-    return bool(latency_target) if method.startswith("edgenas") else None
+def _variant(r: dict[str, Any]) -> dict[str, bool]:
+    """The search options an edgenas row was searched with (a row without a field predates it)."""
+    return {k: bool(r.get(k, v)) for k, v in VARIANT_LEGACY.items()}
+
+
+def _variant_of(a: Any) -> dict[str, bool]:
+    """The search options this invocation searches the edgenas methods with."""
+    return {"latency_target": a.latency_target, "data_first": a.data_first}
 
 
 def _key(r: dict[str, Any]) -> tuple[Any, ...]:
-    """A row's cell; edgenas rows with and without ``search.latency_target`` are separate cells."""
+    """A row's cell; edgenas rows of different search variants are separate cells."""
+    variant = tuple(_variant(r).values()) if r["method"].startswith("edgenas") else None
     return (r["method"], r["dataset"], _fold(r), r["device"], r["budget_ms"], r["seed"], r.get("mode", "quick"),
-            _target(r["method"], r.get("latency_target")))
+            variant)
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[list[Any]]:
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in rows:
         method = r["method"]
-        if method.startswith("edgenas") and r.get("latency_target"):
-            method += " (latency budget as target)"
+        if method.startswith("edgenas"):
+            v = _variant(r)
+            method += " (latency budget as target)" * v["latency_target"] + " (data first)" * v["data_first"]
         groups.setdefault((r.get("mode", "quick"), r["dataset"], r["device"], r["budget_ms"], method), []).append(r)
     out = []
     for (mode, ds, dev, budget, method), rs in groups.items():

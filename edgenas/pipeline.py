@@ -315,7 +315,7 @@ class Pipeline:
         res: SearchResult = run_search(space, train, val, self.constraints(), self.cfg.search, seed=self.cfg.seed,
                                        checkpoint=self.run.file("checkpoints/search.pt"), sink=self.sink)
         out = {"spec": res.spec.to_dict(), "probs": res.probs, "history": res.history,
-               "multipliers": res.multipliers, "seconds": res.seconds}
+               "multipliers": res.multipliers, "seconds": res.seconds, "data_scores": res.data_scores}
         self.run.write_json("search.json", out)
         return {"seconds": res.seconds, "derived": res.spec.hash()}
 

@@ -178,6 +178,13 @@ def render_report(p: "Pipeline", spec: ArchSpec, m: dict[str, Any]) -> str:
                 for c in run.result("budgets")["constraints"]]
         lines.append(f"| {h['epoch']} | {h['phase']} | {h['train_acc']:.3f} | {_fmt(h['val_acc'])} | "
                      f"{h['entropy']:.3f} | {h['data']} | " + " | ".join(cols) + " |")
+    if search.get("data_scores"):
+        lines += ["", "Data first: after the warm-up every data configuration was scored on the val split "
+                  "(cross-entropy under the warm-up's architecture mixture + budget terms; lowest wins) and the "
+                  "best frozen before the architecture search:", "",
+                  "| data configuration | val loss | val acc | budget term | score |", "|---|---|---|---|---|"]
+        for r in search["data_scores"]:
+            lines.append(f"| {r['data']} | {r['val_loss']:.3f} | {r['val_acc']:.3f} | {r['penalty']:.3f} | {r['score']:.3f} |")
     lines += ["", "Final choice probabilities:", ""]
     for k, v in search["probs"].items():
         opts = space.point(k).options

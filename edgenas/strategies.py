@@ -30,6 +30,15 @@ class Strategy(nn.Module):
         self.logits = nn.ParameterDict({self._k(p.name): nn.Parameter(torch.zeros(len(p.options))) for p in points})
         self.tau_start, self.tau_end = tau_start, tau_end
         self.tau = tau_start
+        self.frozen: dict[str, int] = {}  # choice point → the option it is fixed to (see :meth:`freeze`)
+
+    def freeze(self, name: str, index: int) -> None:
+        """Fix a choice point to one option: its probabilities and gates become that one-hot
+        constant (no gradient reaches its logits) and it leaves the entropy term."""
+        self.frozen[name] = index
+
+    def _fixed(self, p: ChoicePoint) -> torch.Tensor:
+        return F.one_hot(torch.tensor(self.frozen[p.name]), len(p.options)).float()
 
     @staticmethod
     def _k(name: str) -> str:
@@ -48,13 +57,16 @@ class Strategy(nn.Module):
         of the spec that will be derived (soft and derived costs must agree, see DESIGN.md).
         """
         t = min(1.0, self.tau)
-        return {p.name: F.softmax(self.logits[self._k(p.name)] / (t if sharpen else 1.0), dim=0) for p in self.points}
+        return {p.name: self._fixed(p) if p.name in self.frozen
+                else F.softmax(self.logits[self._k(p.name)] / (t if sharpen else 1.0), dim=0) for p in self.points}
 
     def gates(self) -> dict[str, torch.Tensor]:
         out = {}
         for p in self.points:
             logits = self.logits[self._k(p.name)]
-            if p.sampled or self.hard:
+            if p.name in self.frozen:
+                out[p.name] = self._fixed(p)
+            elif p.sampled or self.hard:
                 out[p.name] = F.gumbel_softmax(logits, tau=self.tau, hard=True)
             else:
                 out[p.name] = self.relaxed(logits)
@@ -67,7 +79,7 @@ class Strategy(nn.Module):
         """Mean normalised entropy of the choice distributions (0 = one-hot, 1 = uniform)."""
         terms = []
         for p in self.points:
-            if len(p.options) < 2:
+            if len(p.options) < 2 or p.name in self.frozen:
                 continue
             pr = F.softmax(self.logits[self._k(p.name)], dim=0)
             terms.append(-(pr * torch.log(pr + 1e-12)).sum() / math.log(len(p.options)))

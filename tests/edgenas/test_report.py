@@ -134,3 +134,19 @@ def test_latency_table_column_when_loaded(run_copy: Path) -> None:
     for d in p.space.layers(spec):
         assert f"| {table.layer_ms(d):.4f} |" in text
     assert f"Latency table: {len(table.entries)} layer micro-models" in text
+
+
+def test_data_first_scores_are_reported(run_copy: Path) -> None:
+    saved = json.loads((run_copy / "metrics.json").read_text())
+    run, p, spec = _open(run_copy)
+    with run:
+        assert "Data first:" not in render_report(p, spec, saved)  # one data configuration: nothing scored
+        search = json.loads((run_copy / "search.json").read_text())
+        search["data_scores"] = [
+            {"data": spec.data.key(), "val_loss": 0.5, "val_acc": 0.8, "penalty": 0.0, "score": 0.5},
+            {"data": "sr8000_mfcc40_mel40_w30_h10_c1000", "val_loss": 0.4, "val_acc": 0.85, "penalty": 0.3, "score": 0.7}]
+        run.write_json("search.json", search)
+        text = render_report(p, spec, saved)
+    assert "Data first:" in text
+    assert f"| {spec.data.key()} | 0.500 | 0.800 | 0.000 | 0.500 |" in text
+    assert "| sr8000_mfcc40_mel40_w30_h10_c1000 | 0.400 | 0.850 | 0.300 | 0.700 |" in text

@@ -11,7 +11,7 @@ import torch
 
 from edgenas import cost
 from edgenas.constraints import Constraint, repair
-from edgenas.search import SearchConfig, SearchResult, SplitTensors, run_search
+from edgenas.search import SearchConfig, SearchResult, SplitTensors, phases, run_search
 
 from edgenas_toys import tiny_space, toy_split
 
@@ -173,3 +173,69 @@ def test_gumbel_hard_single_path_search(space, splits) -> None:
     moved = [p.name for p in space.arch_points if len(p.options) > 1
              and res.probs[p.name] != pytest.approx([1 / len(p.options)] * len(p.options), abs=1e-6)]
     assert moved  # the arch logits receive straight-through gradients
+
+
+def test_phase_plan() -> None:
+    cfg = SearchConfig(epochs=30, data_first=True)
+    assert phases(cfg, 12) == ["warmup"] * 9 + ["rewarm"] * 6 + ["arch"] * 15
+    assert phases(cfg, 1) == ["warmup"] * 9 + ["arch"] * 21  # one data configuration: nothing to choose first
+    assert phases(SearchConfig(epochs=30), 12) == ["warmup"] * 9 + ["arch"] * 21  # the default: one stage
+    # too few epochs for three stages: the single-stage plan, still ending in an arch epoch
+    assert phases(replace(cfg, epochs=2, warmup_frac=0.5), 4) == ["warmup", "arch"]
+    assert phases(replace(cfg, epochs=1, warmup_frac=1.0), 4) == ["arch"]
+    assert phases(replace(cfg, epochs=3, warmup_frac=0.34), 4) == ["warmup", "rewarm", "arch"]
+
+
+def test_data_first_scores_and_freezes_the_data_then_searches_the_architecture(tmp_path: Path) -> None:
+    space = tiny_space(n_mfcc=(10, 20))
+    datas = space.data_configs()
+    train = [toy_split(32, d.feature_shape, seed=3) for d in datas]
+    val = [toy_split(16, d.feature_shape, seed=4) for d in datas]
+    # a RAM budget only the 10-coefficient option can meet under the warm-up's uniform mixture
+    ram = cost.peak_ram(space)
+    uniform = {p.name: torch.full((len(p.options),), 1 / len(p.options)) for p in space.choice_points()}
+
+    def at(d: int) -> float:
+        return float(ram.expected_cost({**uniform, "data.n_mfcc": torch.eye(2)[d]}))
+
+    assert at(0) < at(1)
+    budget = Constraint("ram", (at(0) + at(1)) / 2, ram)
+    cfg = replace(CFG, epochs=4, warmup_frac=0.25, batch_size=16, data_first=True)
+    assert phases(cfg, 2) == ["warmup", "rewarm", "arch", "arch"]
+    ck = tmp_path / "search.pt"
+
+    def stop_after_warmup(rec: dict[str, Any]) -> None:
+        if rec["epoch"] == 2:  # the checkpoint holds epoch 1, the warm-up
+            raise Stop
+
+    events: list[tuple[str, dict[str, Any]]] = []
+    with pytest.raises(Stop):
+        run_search(space, train, val, [budget], cfg, seed=0, checkpoint=ck, epoch_hook=stop_after_warmup,
+                   sink=lambda e, **f: events.append((e, f)))
+    frozen = [f for e, f in events if e == "search.data_frozen"]
+    assert len(frozen) == 1
+    scores = frozen[0]["scores"]
+    assert [r["data"] for r in scores] == [datas[0].key(), datas[1].key()]  # the over-budget option scores worse
+    assert scores[0]["penalty"] == 0.0 and scores[1]["penalty"] > 0.0
+    assert all(r["score"] == pytest.approx(r["val_loss"] + r["penalty"]) and 0 <= r["val_acc"] <= 1 for r in scores)
+    assert torch.load(ck, weights_only=False)["frozen"] == {}
+
+    events.clear()
+    res = run_search(space, train, val, [budget], cfg, seed=0, checkpoint=ck, sink=lambda e, **f: events.append((e, f)))
+    # resumed before the freeze, the search scores the options again and freezes the same one
+    assert [f["data"] for e, f in events if e == "search.data_frozen"] == [datas[0].key()]
+    assert [r["phase"] for r in res.history] == ["warmup", "rewarm", "arch", "arch"]
+    assert {r["data"] for r in res.history[1:]} == {datas[0].key()} and res.spec.data == datas[0]
+    assert res.probs["data.n_mfcc"] == [1.0, 0.0]  # frozen: a one-hot constant
+    assert [r["data"] for r in res.data_scores] == [r["data"] for r in scores]  # kept for the report
+    assert res.history[1]["val_acc"] is None  # the re-warm trains weights only
+    assert any(res.probs[p.name] != pytest.approx([1 / len(p.options)] * len(p.options), abs=1e-6)
+               for p in space.arch_points if len(p.options) > 1)
+    assert torch.load(ck, weights_only=False)["frozen"] == {"data.sample_rate": 0, "data.n_mfcc": 0, "data.window": 0}
+    # resumed after the freeze, the search keeps the frozen data (the checkpoint carries it)
+    events.clear()
+    again = run_search(space, train, val, [budget], replace(cfg, epochs=5), seed=0, checkpoint=ck,
+                       sink=lambda e, **f: events.append((e, f)))
+    assert not [e for e, _ in events if e == "search.data_frozen"]
+    assert again.history[-1]["data"] == datas[0].key() and again.probs["data.n_mfcc"] == [1.0, 0.0]
+    assert again.data_scores == res.data_scores

@@ -216,3 +216,23 @@ def test_logits_are_parameters_with_dot_free_keys() -> None:
     s2.load_state_dict(s.state_dict())
     assert torch.equal(s2.probs()["block0.op"], s.probs()["block0.op"])
     assert state.keys() == s2.state_dict().keys()
+
+
+@pytest.mark.parametrize("name", STRATEGIES.names())
+def test_a_frozen_point_is_a_constant_one_hot_outside_the_entropy(name: str) -> None:
+    torch.manual_seed(0)
+    s: Strategy = STRATEGIES.get(name)(POINTS)
+    with torch.no_grad():
+        s.logits["block0__width"].copy_(torch.tensor([3.0, 0.0, 0.0, 0.0]))
+    before = float(s.entropy().detach())
+    s.freeze("block0.width", 2)
+    for _ in range(5):
+        g = s.gates()["block0.width"]
+        assert g.tolist() == [0.0, 0.0, 1.0, 0.0] and not g.requires_grad
+    assert s.probs(sharpen=True)["block0.width"].tolist() == [0.0, 0.0, 1.0, 0.0]
+    # the entropy averages over the unfrozen points only (this one was the least uniform)
+    assert float(s.entropy().detach()) > before
+    loss = sum((v * torch.arange(len(v))).sum() for v in s.gates().values()) + s.entropy()
+    loss.backward()
+    assert s.logits["block0__width"].grad is None  # no gradient reaches a frozen point's logits
+    assert s.logits["block0__op"].grad is not None
