@@ -28,6 +28,9 @@ train is the search's validation). Baselines do not get tuned down: they use the
     python bench/search_quality.py --report-only   # the table from every row measured so far
     python bench/search_quality.py --datasets arabic --devices litert-cpu --budgets 0.15 --remeasure
                                                    # that grid's int8 models measured again, quietly
+    python bench/search_quality.py ... --methods edgenas edgenas-fixed-data --latency-target
+    python bench/search_quality.py ... --methods edgenas edgenas-fixed-data --data-first
+                                                   # search variants: their own rows and run directories
 
 Rows accumulate in ``results/search_quality.rows.jsonl`` across sittings (a cell already measured in
 the same mode is not run again; an interrupted edgenas run resumes). The hand-designed baselines are
