@@ -7,18 +7,18 @@ updates the choice logits on a val batch with ``task loss + Σ_k λ_k·hinge(E[c
 reaches this module.
 
 With ``data_first`` (off by default; it acts when the space has more than one data
-configuration) the data configuration is chosen before the architecture (see :func:`phases`): after the warm-up,
-every data option is scored on the whole val split with the objective the logits follow (val
-cross-entropy under the warm-up's architecture mixture + the constraint terms at that option),
-the best is frozen, the weights re-warm on it alone, and the architecture logits are searched
-for it. Measured on Arabic speech commands (bench/RESULTS.md §2): searched all at once, the
-architecture committed while the weights, shared by twelve data options, were still
-undertrained on the one chosen, and it derived narrower networks than the same search with the
-data fixed; gradient steps on the data logits alone (three epochs) left them near uniform, so
-their argmax was close to a coin flip — the options are few enough to score exactly. Data first
-derived networks as wide as the fixed-data search's and searched in 45% less time, but was not
-more accurate over three seeds (−0.2 points joint, −0.6 with the data fixed; within one standard
-deviation), so the single stage stays the default.
+configuration) the data configuration is chosen before the architecture (see :func:`phases`):
+after the warm-up, every data option is scored on the whole val split with the objective the
+logits follow (val cross-entropy under the warm-up's architecture mixture + the constraint
+terms at that option), the best is frozen, the weights re-warm on it alone, and the
+architecture logits are searched for it. Why it was tried (bench/RESULTS.md §2, Arabic speech
+commands): searched all at once, the architecture committed while the weights, shared by twelve
+data options, were still undertrained on the one chosen, and it derived narrower networks than
+the same search with the data fixed. Gradient steps on the data logits alone (three epochs)
+left them near uniform, so their argmax was close to a coin flip; the options are few enough to
+score exactly. Data first derived networks as wide as the fixed-data search's and searched in
+43% less time, but was not more accurate over three seeds (−0.2 points joint, −0.6 with the
+data fixed; within one standard deviation), so the single stage stays the default.
 """
 
 from __future__ import annotations
@@ -124,6 +124,8 @@ def choose_data(space: SearchSpace, net: torch.nn.Module, strategy: Strategy, va
     order = torch.randperm(len(val[0].y), generator=torch.Generator().manual_seed(0))
     for d, data in enumerate(space.data_configs()):
         labels = space.data_labels(data)
+        # the option's one-hot over the sampled gates (which still draw their Gumbel noise, so a
+        # seed's random stream, and the measured runs in bench/RESULTS.md, stay reproducible)
         onehot = {p.name: F.one_hot(torch.tensor(p.index(labels[p.name])), len(p.options)).float()
                   for p in space.data_points}
         loss = correct = 0.0
@@ -134,9 +136,7 @@ def choose_data(space: SearchSpace, net: torch.nn.Module, strategy: Strategy, va
                 logits = net(x, d, {**strategy.gates(), **onehot}, strategy.hard)
                 loss += float(F.cross_entropy(logits, y, reduction="sum"))
                 correct += float((logits.argmax(1) == y).sum())
-            probs = {**strategy.probs(sharpen=True), **onehot}
-            penalty = sum(float(c.term(probs, cfg.margin, two_sided=cfg.latency_target and c.name == "latency")[0])
-                          for c in constraints)
+            penalty = sum(float(_term(c, {**strategy.probs(sharpen=True), **onehot}, cfg)[0]) for c in constraints)
         n = max(len(val[d].y), 1)
         scores.append({"data": data.key(), "val_loss": loss / n, "val_acc": correct / n, "penalty": penalty,
                        "score": loss / n + penalty, "labels": labels})
@@ -144,6 +144,11 @@ def choose_data(space: SearchSpace, net: torch.nn.Module, strategy: Strategy, va
     for p in space.data_points:
         strategy.freeze(p.name, p.index(scores[0]["labels"][p.name]))
     return scores
+
+
+def _term(c: Constraint, probs: dict[str, torch.Tensor], cfg: SearchConfig) -> tuple[torch.Tensor, float]:
+    """A constraint's term in the choice logits' loss (the latency budget two-sided when it is a target)."""
+    return c.term(probs, cfg.margin, two_sided=cfg.latency_target and c.name == "latency")
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -246,7 +251,7 @@ def run_search(
                 a_loss = F.cross_entropy(vlogits, vy)
                 probs = strategy.probs(sharpen=True)
                 for c in constraints:
-                    term, ex = c.term(probs, cfg.margin, two_sided=cfg.latency_target and c.name == "latency")
+                    term, ex = _term(c, probs, cfg)
                     a_loss = a_loss + term
                     excess[c.name] = ex
                 a_loss = a_loss + ent_w * strategy.entropy()
