@@ -62,7 +62,7 @@ def main() -> None:
     configs = [(st, 6, False) for st in ("gumbel", "gumbel-hard", "darts")] + [("gumbel", 6, True)] \
         + [("gumbel", n, False) for n in DATA_OPTIONS if n != 6]
     for strategy, n, data_first in configs:
-        schedule = "data first" if data_first and n > 1 else "single stage"
+        schedule = "data first" if data_first else "single stage"
         name = f"cost-{strategy}-data{n}" + ("-first" if data_first else "")
         sets = [f"search.strategy={strategy}", f"search.data_first={str(data_first).lower()}", *DATA_OPTIONS[n]]
         r = {"strategy": strategy, "data_options": n, "schedule": schedule, **run(a, name, sets)}
