@@ -438,7 +438,13 @@ def main() -> None:
     md = "## Search quality (KWS)\n\n" + common.table(
         ["mode", "dataset", "device", "budget ms", "method", "runs (seeds × folds)", "test fp32", "test int8", "latency ms", "budget holds",
          "RAM KiB", "flash KiB", "search s"], summary)
-    common.write(a.out, "search_quality", {"rows": list(done.values())}, md)
+    pairs = paired(list(done.values()))
+    if pairs:
+        md += ("\n\n### Paired by seed (and fold): edgenas minus the other method, test int8, points\n\n"
+               + common.table(["mode", "dataset", "device", "budget ms", "edgenas", "minus", "pairs",
+                               "difference mean ± std", "95% interval", "edgenas ahead", "other holds budget"],
+                              pairs))
+    common.write(a.out, "search_quality", {"rows": list(done.values()), "paired": pairs}, md)
     plot(rows or [r for r in done.values() if r.get("mode", "quick") == mode], a.out)  # this grid's mode
 
 
@@ -509,20 +515,59 @@ def _key(r: dict[str, Any]) -> tuple[Any, ...]:
             variant)
 
 
+def _label(r: dict[str, Any]) -> str:
+    """A row's method as the tables name it (edgenas rows carry their search variant)."""
+    method = r["method"]
+    if method.startswith("edgenas"):
+        v = _variant(r)
+        method += " (latency budget as target)" * v["latency_target"] + " (data first)" * v["data_first"]
+    return method
+
+
 def summarize(rows: list[dict[str, Any]]) -> list[list[Any]]:
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in rows:
-        method = r["method"]
-        if method.startswith("edgenas"):
-            v = _variant(r)
-            method += " (latency budget as target)" * v["latency_target"] + " (data first)" * v["data_first"]
-        groups.setdefault((r.get("mode", "quick"), r["dataset"], r["device"], r["budget_ms"], method), []).append(r)
+        groups.setdefault((r.get("mode", "quick"), r["dataset"], r["device"], r["budget_ms"], _label(r)), []).append(r)
     out = []
     for (mode, ds, dev, budget, method), rs in groups.items():
         out.append([mode, ds, dev, budget, method, len(rs), _ms([r["test_fp32"] for r in rs]),
                     _ms([r["test_int8"] for r in rs]), _ms([r["latency_ms"] for r in rs]),
                     f"{sum(bool(r['holds']) for r in rs)}/{len(rs)}", _ms([r["ram_kb"] for r in rs]),
                     _ms([r["flash_kb"] for r in rs]), _ms([r["search_s"] for r in rs])])
+    return out
+
+
+# two-sided 95% quantiles of Student's t by degrees of freedom (n - 1 paired differences)
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+       11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131}
+
+
+def paired(rows: list[dict[str, Any]]) -> list[list[Any]]:
+    """Each edgenas variant minus each other method on test int8 accuracy, in points, paired by
+    seed and FSDD fold within one (mode, dataset, device, budget): the baselines and random search
+    share the edgenas run's data split and training seed, so the paired difference removes the
+    split-to-split spread the unpaired means carry. Mean, std, 95% t interval, and on how many
+    pairs edgenas was ahead; whether the other method held the budget is its own column."""
+    groups: dict[tuple[Any, ...], dict[str, dict[tuple[Any, ...], dict[str, Any]]]] = {}
+    for r in rows:
+        g = groups.setdefault((r.get("mode", "quick"), r["dataset"], r["device"], r["budget_ms"]), {})
+        g.setdefault(_label(r), {})[(r["seed"], _fold(r))] = r
+    out = []
+    for (mode, ds, dev, budget), by_label in groups.items():
+        for mine in (m for m in by_label if m.startswith("edgenas")):
+            # the joint search is also compared with its fixed-data twin: what searching the data buys
+            twin = "edgenas-fixed-data" + mine.removeprefix("edgenas") if mine.startswith("edgenas ") \
+                or mine == "edgenas" else None
+            for other in (o for o in by_label if not o.startswith("edgenas") or o == twin):
+                keys = sorted(set(by_label[mine]) & set(by_label[other]))
+                if len(keys) < 2:
+                    continue
+                d = [100 * (by_label[mine][k]["test_int8"] - by_label[other][k]["test_int8"]) for k in keys]
+                mean, sd = round(statistics.mean(d), 2) + 0.0, statistics.stdev(d)  # + 0.0: no "-0.00"
+                half = T95.get(len(d) - 1, 1.96) * sd / len(d) ** 0.5
+                out.append([mode, ds, dev, budget, mine, other, len(d), f"{mean:+.2f} ± {sd:.2f}",
+                            f"[{mean - half:+.2f}, {mean + half:+.2f}]", f"{sum(x > 0 for x in d)}/{len(d)}",
+                            f"{sum(bool(by_label[other][k]['holds']) for k in keys)}/{len(d)}"])
     return out
 
 
