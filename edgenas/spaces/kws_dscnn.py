@@ -41,6 +41,9 @@ class KWSSpaceConfig:
     widths: tuple[int, ...] = (16, 32, 48, 64)
     n_blocks: int = 5
     block_ops: tuple[str, ...] = ("dw3x3", "dw5x5", "skip")
+    # supernet only: one stem convolution for every data option (each keeps its own BatchNorm),
+    # so the stem trains on every step instead of on a data option's share of them
+    share_stem: bool = False
 
 
 def _pair(label: str) -> tuple[int, int]:
@@ -327,10 +330,12 @@ class KWSSupernet(nn.Module):
         kernels = space.point("stem.kernel").options
         self.kernels, self.strides = kernels, space.point("stem.stride").options
         self.datas = space.data_configs()
-        # one stem per data option at the largest kernel; smaller kernels are its centred slices
-        # (so every step on a data option trains its stem), stride and width applied at run time
+        # one stem per data option (or one for all, ``share_stem``) at the largest kernel; smaller
+        # kernels are its centred slices (so every step on a data option trains its stem), stride
+        # and width applied at run time
         kmax = (max(_pair(k)[0] for k in kernels), max(_pair(k)[1] for k in kernels))
-        self.stems = nn.ModuleList(nn.Conv2d(1, cmax, kmax, bias=False) for _ in self.datas)
+        self.stems = nn.ModuleList(nn.Conv2d(1, cmax, kmax, bias=False)
+                                   for _ in range(1 if cfg.share_stem else len(self.datas)))
         self.stem_bns = nn.ModuleList(nn.ModuleList(nn.BatchNorm2d(cmax) for _ in kernels) for _ in self.datas)
         self.ops = [op for op in cfg.block_ops]
         # weight sharing inside a block: one depthwise conv at the largest kernel (smaller kernels
@@ -365,7 +370,7 @@ class KWSSupernet(nn.Module):
             (kh, kw), (sh, sw) = _pair(self.kernels[k]), _pair(self.strides[s])
             pt, pb, _ = same_pad(t, kh, sh)
             pl, pr, _ = same_pad(f, kw, sw)
-            w = self.stems[data_index].weight
+            w = self.stems[0 if len(self.stems) == 1 else data_index].weight
             oh, ow = (w.shape[2] - kh) // 2, (w.shape[3] - kw) // 2
             return F.conv2d(F.pad(x, (pl, pr, pt, pb)), w[:, :, oh:oh + kh, ow:ow + kw], stride=(sh, sw))
 

@@ -386,3 +386,19 @@ def test_kws_supernet_shares_one_depthwise_kernel_per_block() -> None:
         w[:, :, 2, 2] += 0.5  # the centre tap is shared by both kernels
     c3, c5 = run()
     assert not torch.allclose(c3, r3, atol=1e-4) and not torch.allclose(c5, r5, atol=1e-4)
+
+
+def test_kws_supernet_shared_stem_trains_on_every_data_option() -> None:
+    """``share_stem``: one stem convolution for all data options (each keeps its BatchNorm), so a
+    step on any option moves it; without it each option has its own stem."""
+    own, shared = (tiny_space(n_mfcc=(10, 20), share_stem=s) for s in (False, True))
+    assert len(own.supernet().stems) == 2
+    net = shared.supernet()
+    assert len(net.stems) == 1 and len(net.stem_bns) == 2
+    spec = next(s for s in random_specs(shared, 50, seed=12) if s.data.n_mfcc == 20)
+    d = shared.data_configs().index(spec.data)
+    assert d == 1
+    out = net(_input(spec, 4), d, shared.one_hot(spec), True)
+    torch.nn.functional.cross_entropy(out, torch.arange(4) % 3).backward()
+    g = net.stems[0].weight.grad
+    assert g is not None and float(g.abs().sum()) > 0
