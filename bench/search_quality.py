@@ -56,10 +56,13 @@ import common  # noqa: E402
 
 STANDARD = {"space.n_mfcc": "10", "space.windows": "40/20"}
 RUN_DIR = {"edgenas": "joint", "edgenas-tcn": "joint-tcn", "edgenas-fixed-data": "fixed"}  # method → run name part
-# search options the bench varies for the edgenas methods: the value rows from before the option
-# existed were searched with, and the run-directory suffix when it is on
-VARIANT_LEGACY = {"latency_target": False, "data_first": False}
-VARIANT_SUFFIX = {"latency_target": "-target", "data_first": "-df"}
+# options the bench varies for the edgenas methods (each off by default, and off in rows from
+# before it existed): row field → (config key, run-directory suffix when on, table label when on)
+VARIANTS = {
+    "latency_target": ("search.latency_target", "-target", " (latency budget as target)"),
+    "data_first": ("search.data_first", "-df", " (data first)"),
+    "share_stem": ("space.share_stem", "-ss", " (shared stem)"),  # kws-dscnn only
+}
 TRAINED_ONCE = ("ds-cnn-s", "ds-cnn-m")  # and tc-resnet8: hand-designed, so neither device nor budget shapes them
 
 
@@ -118,9 +121,9 @@ class Bench:
         self.search_epochs = 12 if a.quick else 30
 
     def edgenas_run_name(self, method: str, variant: dict[str, bool]) -> str:
-        """An edgenas variant's run directory: ``-target`` searched with ``search.latency_target``,
-        ``-df`` with ``search.data_first`` (directories from before it existed have no suffix)."""
-        return self.run_name(RUN_DIR[method]) + "".join(s for k, s in VARIANT_SUFFIX.items() if variant[k])
+        """An edgenas variant's run directory: one suffix per option on (``VARIANTS``; directories
+        from before an option existed have no suffix)."""
+        return self.run_name(RUN_DIR[method]) + "".join(VARIANTS[k][1] for k, on in variant.items() if on)
 
     def run_name(self, method: str) -> str:
         """One run directory per cell, method and mode (a quick run is never resumed as a full one)."""
@@ -161,14 +164,16 @@ class Bench:
         variant = _variant_of(self.a)
         name = self.edgenas_run_name(method, variant)
         sets = [x for k, v in STANDARD.items() for x in ("--set", f"{k}={v}")] if fixed else []
-        sets += [x for k, v in variant.items() for x in ("--set", f"search.{k}={str(v).lower()}")]
+        sets += [x for k, on in variant.items() if on for x in ("--set", f"{VARIANTS[k][0]}=true")]
         if (self.out / "runs" / "kws" / name / "state.json").exists():  # an interrupted sitting: its saved config
             m = _edgenas_cmd(["--runs-dir", str(self.out / "runs"), "--name", name, "--resume"])
         else:
             m = _edgenas_cmd(self.base_args(name) + sets + ["--space", space])
         row = self.row(method, m, m["search_seconds"])
         saved = json.loads((self.out / "runs" / "kws" / name / "config.json").read_text())
-        row.update({k: saved["search"].get(k, v) for k, v in VARIANT_LEGACY.items()})  # what the run searched with
+        for k, (key, _, _) in VARIANTS.items():  # what the run searched with
+            section, field = key.split(".")
+            row[k] = bool(saved[section].get(field, False))
         return row
 
     def pipeline(self, name: str, sets: list[str]) -> Any:
@@ -364,12 +369,17 @@ def main() -> None:
     p.add_argument("--data-first", action="store_true",
                    help="search the edgenas methods with search.data_first=true (data configuration scored "
                         "and frozen before the architecture search); their own rows and run directories (-df)")
+    p.add_argument("--share-stem", action="store_true",
+                   help="search the edgenas kws-dscnn methods with space.share_stem=true (one supernet stem for "
+                        "every data option); their own rows and run directories (-ss)")
     p.add_argument("--report-only", action="store_true",
                    help="rewrite the table and JSON from the rows measured so far; run nothing")
     p.add_argument("--remeasure", action="store_true",
                    help="measure the int8 model of every row of this grid (its datasets, devices, budgets, "
                         "seeds, mode) again now, one after another, and rewrite the rows; train nothing")
     a = p.parse_args()
+    if a.share_stem and "edgenas-tcn" in a.methods:
+        p.error("--share-stem applies to the kws-dscnn space: pass --methods edgenas edgenas-fixed-data")
     common.use_bench_dirs(a.out)
     datasets = a.datasets or (["fsdd"] if a.quick else ["fsdd", "arabic"])
     devices = a.devices or (["litert-cpu"] if a.quick else ["onnxruntime-cpu", "litert-cpu"])
@@ -500,12 +510,12 @@ def _fold(r: dict[str, Any]) -> str:
 
 def _variant(r: dict[str, Any]) -> dict[str, bool]:
     """The search options an edgenas row was searched with (a row without a field predates it)."""
-    return {k: bool(r.get(k, v)) for k, v in VARIANT_LEGACY.items()}
+    return {k: bool(r.get(k, False)) for k in VARIANTS}
 
 
 def _variant_of(a: Any) -> dict[str, bool]:
     """The search options this invocation searches the edgenas methods with."""
-    return {"latency_target": a.latency_target, "data_first": a.data_first}
+    return {k: bool(getattr(a, k)) for k in VARIANTS}
 
 
 def _key(r: dict[str, Any]) -> tuple[Any, ...]:
@@ -519,8 +529,7 @@ def _label(r: dict[str, Any]) -> str:
     """A row's method as the tables name it (edgenas rows carry their search variant)."""
     method = r["method"]
     if method.startswith("edgenas"):
-        v = _variant(r)
-        method += " (latency budget as target)" * v["latency_target"] + " (data first)" * v["data_first"]
+        method += "".join(VARIANTS[k][2] for k, on in _variant(r).items() if on)
     return method
 
 
