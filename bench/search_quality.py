@@ -565,8 +565,8 @@ def paired(rows: list[dict[str, Any]]) -> list[list[Any]]:
     for (mode, ds, dev, budget), by_label in groups.items():
         for mine in (m for m in by_label if m.startswith("edgenas")):
             # the joint search is also compared with its fixed-data twin: what searching the data buys
-            twin = "edgenas-fixed-data" + mine.removeprefix("edgenas") if mine.startswith("edgenas ") \
-                or mine == "edgenas" else None
+            variant = mine.removeprefix("edgenas")  # "" or " (…)" for the joint search, "-tcn…" / "-fixed-data…"
+            twin = None if variant.startswith("-") else "edgenas-fixed-data" + variant
             for other in (o for o in by_label if not o.startswith("edgenas") or o == twin):
                 keys = sorted(set(by_label[mine]) & set(by_label[other]))
                 if len(keys) < 2:
