@@ -18,7 +18,9 @@ the same search with the data fixed. Gradient steps on the data logits alone (th
 left them near uniform, so their argmax was close to a coin flip; the options are few enough to
 score exactly. Data first derived networks as wide as the fixed-data search's and searched in
 43% less time, but was not more accurate over three seeds (−0.2 points joint, −0.6 with the
-data fixed; within one standard deviation), so the single stage stays the default.
+data fixed; within one standard deviation), so the single stage stays the default. With the
+kws-dscnn space's ``share_stem`` (one supernet stem for all data options) it scored 97.1 ± 0.9
+against the default's 96.4 ± 0.7, one seed of three going the other way; both stay opt-in.
 """
 
 from __future__ import annotations
