@@ -62,6 +62,7 @@ VARIANTS = {
     "latency_target": ("search.latency_target", "-target", " (latency budget as target)"),
     "data_first": ("search.data_first", "-df", " (data first)"),
     "share_stem": ("space.share_stem", "-ss", " (shared stem)"),  # kws-dscnn only
+    "per_data_hinge": ("search.per_data_hinge", "-pdh", " (per-data hinge)"),
 }
 TRAINED_ONCE = ("ds-cnn-s", "ds-cnn-m")  # and tc-resnet8: hand-designed, so neither device nor budget shapes them
 
@@ -372,6 +373,9 @@ def main() -> None:
     p.add_argument("--share-stem", action="store_true",
                    help="search the edgenas kws-dscnn methods with space.share_stem=true (one supernet stem for "
                         "every data option); their own rows and run directories (-ss)")
+    p.add_argument("--per-data-hinge", action="store_true",
+                   help="search the edgenas methods with search.per_data_hinge=true (each budget as the data "
+                        "options' expected hinge); their own rows and run directories (-pdh)")
     p.add_argument("--report-only", action="store_true",
                    help="rewrite the table and JSON from the rows measured so far; run nothing")
     p.add_argument("--remeasure", action="store_true",
@@ -388,11 +392,13 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     results = a.out / "search_quality.rows.jsonl"
     lock = (a.out / ".search_quality.lock").open("w")
-    if not a.report_only:  # one grid at a time appends to (or --remeasure rewrites) the rows file
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    if not a.report_only:  # grids of different cells may run side by side (each appends whole rows);
+        try:               # --remeasure rewrites the rows file and times models, so it runs alone
+            fcntl.flock(lock, (fcntl.LOCK_EX if a.remeasure else fcntl.LOCK_SH) | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise SystemExit("search_quality: another run of this benchmark is using bench/results; wait for it")
+            raise SystemExit("search_quality: " + ("other runs of this benchmark are using bench/results; --remeasure "
+                                                   "waits until they finish" if a.remeasure else
+                                                   "--remeasure is running on bench/results; wait for it"))
     # rows accumulate across invocations (a full grid takes several sittings); a row is reused only
     # for the same cell in the same mode
     done = {_key(r): r for r in (json.loads(line) for line in results.read_text().splitlines())} \
@@ -444,6 +450,8 @@ def main() -> None:
             done[_key(row)] = row
             with results.open("a") as f:
                 f.write(json.dumps(row, default=str) + "\n")
+    if results.exists():  # rows a side-by-side grid appended meanwhile
+        done = {**{_key(r): r for r in (json.loads(line) for line in results.read_text().splitlines())}, **done}
     summary = summarize(list(done.values()))  # every cell measured so far, in either mode
     md = "## Search quality (KWS)\n\n" + common.table(
         ["mode", "dataset", "device", "budget ms", "method", "runs (seeds × folds)", "test fp32", "test int8", "latency ms", "budget holds",
