@@ -62,7 +62,6 @@ VARIANTS = {
     "latency_target": ("search.latency_target", "-target", " (latency budget as target)"),
     "data_first": ("search.data_first", "-df", " (data first)"),
     "share_stem": ("space.share_stem", "-ss", " (shared stem)"),  # kws-dscnn only
-    "per_data_hinge": ("search.per_data_hinge", "-pdh", " (per-data hinge)"),
 }
 TRAINED_ONCE = ("ds-cnn-s", "ds-cnn-m")  # and tc-resnet8: hand-designed, so neither device nor budget shapes them
 
@@ -373,9 +372,6 @@ def main() -> None:
     p.add_argument("--share-stem", action="store_true",
                    help="search the edgenas kws-dscnn methods with space.share_stem=true (one supernet stem for "
                         "every data option); their own rows and run directories (-ss)")
-    p.add_argument("--per-data-hinge", action="store_true",
-                   help="search the edgenas methods with search.per_data_hinge=true (each budget as the data "
-                        "options' expected hinge); their own rows and run directories (-pdh)")
     p.add_argument("--report-only", action="store_true",
                    help="rewrite the table and JSON from the rows measured so far; run nothing")
     p.add_argument("--remeasure", action="store_true",
@@ -396,8 +392,8 @@ def main() -> None:
         try:               # --remeasure rewrites the rows file and times models, so it runs alone
             fcntl.flock(lock, (fcntl.LOCK_EX if a.remeasure else fcntl.LOCK_SH) | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise SystemExit("search_quality: " + ("other runs of this benchmark are using bench/results; --remeasure "
-                                                   "waits until they finish" if a.remeasure else
+            raise SystemExit("search_quality: " + ("other runs of this benchmark are using bench/results; run --remeasure "
+                                                   "after they finish" if a.remeasure else
                                                    "--remeasure is running on bench/results; wait for it"))
     # rows accumulate across invocations (a full grid takes several sittings); a row is reused only
     # for the same cell in the same mode

@@ -60,10 +60,6 @@ class SearchConfig:
     margin: float = 0.05
     latency_target: bool = False  # the latency budget as a target (two-sided term), not only a limit
     data_first: bool = False  # score and freeze the data configuration, then search the architecture
-    # each constraint as the data options' expected hinge, Σ_d p(d)·hinge(E[cost | d]), instead of the
-    # hinge of the overall expectation: an over-budget data option is pushed away by itself, and the
-    # architecture is pushed only by the options it makes exceed the budget (see _term)
-    per_data_hinge: bool = False
     max_steps_per_epoch: int = 0  # 0 = one pass over the train split
 
 
@@ -132,7 +128,8 @@ def choose_data(space: SearchSpace, net: torch.nn.Module, strategy: Strategy, va
         labels = space.data_labels(data)
         # the option's one-hot over the sampled gates (which still draw their Gumbel noise, so a
         # seed's random stream, and the measured runs in bench/RESULTS.md, stay reproducible)
-        onehot = _data_onehot(space, labels)
+        onehot = {p.name: F.one_hot(torch.tensor(p.index(labels[p.name])), len(p.options)).float()
+                  for p in space.data_points}
         loss = correct = 0.0
         with torch.no_grad():
             for i in range(0, len(order), cfg.batch_size):
@@ -141,8 +138,7 @@ def choose_data(space: SearchSpace, net: torch.nn.Module, strategy: Strategy, va
                 logits = net(x, d, {**strategy.gates(), **onehot}, strategy.hard)
                 loss += float(F.cross_entropy(logits, y, reduction="sum"))
                 correct += float((logits.argmax(1) == y).sum())
-            penalty = sum(float(_term(c, {**strategy.probs(sharpen=True), **onehot}, cfg, space)[0])
-                          for c in constraints)
+            penalty = sum(float(_term(c, {**strategy.probs(sharpen=True), **onehot}, cfg)[0]) for c in constraints)
         n = max(len(val[d].y), 1)
         scores.append({"data": data.key(), "val_loss": loss / n, "val_acc": correct / n, "penalty": penalty,
                        "score": loss / n + penalty, "labels": labels})
@@ -152,32 +148,9 @@ def choose_data(space: SearchSpace, net: torch.nn.Module, strategy: Strategy, va
     return scores
 
 
-def _data_onehot(space: SearchSpace, labels: dict[str, str]) -> dict[str, torch.Tensor]:
-    """One data option as one-hot probabilities of the data choice points."""
-    return {p.name: F.one_hot(torch.tensor(p.index(labels[p.name])), len(p.options)).float()
-            for p in space.data_points}
-
-
-def _term(c: Constraint, probs: dict[str, torch.Tensor], cfg: SearchConfig,
-          space: SearchSpace) -> tuple[torch.Tensor, float]:
-    """A constraint's term in the choice logits' loss (the latency budget two-sided when it is a
-    target) and its normalised excess (the dual variable's step).
-
-    ``per_data_hinge``: Σ_d p(d)·term(E[cost | d]). With the hinge of the overall expectation, a
-    uniform mixture over data options whose mean exceeds the budget pushes every logit — the
-    architecture's included — toward cheap options, although most data options fit; and a
-    mean under the budget pushes no over-budget option away."""
-    two_sided = cfg.latency_target and c.name == "latency"
-    n_data = len(space.data_configs()) if cfg.per_data_hinge else 1
-    if n_data < 2:
-        return c.term(probs, cfg.margin, two_sided=two_sided)
-    p_data = space.data_probs(probs)
-    total, excess = p_data.new_zeros(()), 0.0
-    for d, data in enumerate(space.data_configs()):
-        term, ex = c.term({**probs, **_data_onehot(space, space.data_labels(data))}, cfg.margin, two_sided=two_sided)
-        total = total + p_data[d] * term
-        excess += float(p_data[d].detach()) * ex
-    return total, excess
+def _term(c: Constraint, probs: dict[str, torch.Tensor], cfg: SearchConfig) -> tuple[torch.Tensor, float]:
+    """A constraint's term in the choice logits' loss (the latency budget two-sided when it is a target)."""
+    return c.term(probs, cfg.margin, two_sided=cfg.latency_target and c.name == "latency")
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -280,7 +253,7 @@ def run_search(
                 a_loss = F.cross_entropy(vlogits, vy)
                 probs = strategy.probs(sharpen=True)
                 for c in constraints:
-                    term, ex = _term(c, probs, cfg, space)
+                    term, ex = _term(c, probs, cfg)
                     a_loss = a_loss + term
                     excess[c.name] = ex
                 a_loss = a_loss + ent_w * strategy.entropy()

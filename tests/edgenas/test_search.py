@@ -239,38 +239,3 @@ def test_data_first_scores_and_freezes_the_data_then_searches_the_architecture(t
     assert not [e for e, _ in events if e == "search.data_frozen"]
     assert again.history[-1]["data"] == datas[0].key() and again.probs["data.n_mfcc"] == [1.0, 0.0]
     assert again.data_scores == res.data_scores
-
-
-def test_per_data_hinge_pushes_the_over_budget_data_option_even_when_the_mean_fits() -> None:
-    from edgenas.search import _term
-
-    space = tiny_space(n_mfcc=(10, 20))
-    ram = cost.peak_ram(space)
-    uniform = {p.name: torch.full((len(p.options),), 1 / len(p.options)) for p in space.choice_points()}
-
-    def at(d: int) -> float:
-        return float(ram.expected_cost({**uniform, "data.n_mfcc": torch.eye(2)[d]}))
-
-    # a budget the uniform mixture's mean meets (margin included) while the 20-coefficient option does not
-    limit = max((at(0) + at(1)) / 2 / 0.9, at(0) / 0.9)
-    assert at(1) / limit - 1 + CFG.margin > 0 > float(ram.expected_cost(uniform)) / limit - 1 + CFG.margin
-    budget = Constraint("ram", limit, ram)
-    term_mean, _ = _term(budget, uniform, CFG, space)
-    assert float(term_mean) == 0.0  # the hinge of the overall expectation: no push at all
-
-    logits = torch.zeros(2, requires_grad=True)
-    probs = {**uniform, "data.n_mfcc": torch.softmax(logits, 0)}
-    term, excess = _term(budget, probs, replace(CFG, per_data_hinge=True), space)
-    want = 0.5 * budget.multiplier * (at(1) / limit - 1 + CFG.margin)
-    assert float(term.detach()) == pytest.approx(want, rel=1e-5)
-    assert excess == pytest.approx(0.5 * (at(0) / limit - 1 + CFG.margin) + 0.5 * (at(1) / limit - 1 + CFG.margin),
-                                   rel=1e-5)
-    term.backward()
-    assert logits.grad[1] > 0 > logits.grad[0]  # descent moves probability off the over-budget option
-
-    # one data option: the same term as without the option
-    single = tiny_space()
-    one = {p.name: torch.full((len(p.options),), 1 / len(p.options)) for p in single.choice_points()}
-    c1 = Constraint("ram", limit, cost.peak_ram(single))
-    assert float(_term(c1, one, replace(CFG, per_data_hinge=True), single)[0]) == \
-        float(_term(c1, one, CFG, single)[0])
