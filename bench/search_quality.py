@@ -397,8 +397,7 @@ def main() -> None:
                                                    "--remeasure is running on bench/results; wait for it"))
     # rows accumulate across invocations (a full grid takes several sittings); a row is reused only
     # for the same cell in the same mode
-    done = {_key(r): r for r in (json.loads(line) for line in results.read_text().splitlines())} \
-        if results.exists() else {}
+    done = _read_rows(results)
     mode = "quick" if a.quick else "full"
     folds = a.folds or (["nicolas"] if a.quick else list(FSDD_SPEAKERS))
     cells = [(DATASETS[ds](a.data_root, fold), dev, budget, seed) for ds in ([] if a.report_only else datasets)
@@ -446,8 +445,7 @@ def main() -> None:
             done[_key(row)] = row
             with results.open("a") as f:
                 f.write(json.dumps(row, default=str) + "\n")
-    if results.exists():  # rows a side-by-side grid appended meanwhile
-        done = {**{_key(r): r for r in (json.loads(line) for line in results.read_text().splitlines())}, **done}
+    done = {**_read_rows(results), **done}  # with the rows a side-by-side grid appended meanwhile
     summary = summarize(list(done.values()))  # every cell measured so far, in either mode
     md = "## Search quality (KWS)\n\n" + common.table(
         ["mode", "dataset", "device", "budget ms", "method", "runs (seeds × folds)", "test fp32", "test int8", "latency ms", "budget holds",
@@ -510,6 +508,12 @@ def remeasure(rows: list[dict[str, Any]], a: Any, out: Path) -> None:
 def _fold(r: dict[str, Any]) -> str:
     """The FSDD test speaker of a row (rows before folds existed are the nicolas fold)."""
     return r.get("fold", "nicolas" if r["dataset"] == "fsdd" else "")
+
+
+def _read_rows(path: Path) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """The rows measured so far, by cell."""
+    return {_key(r): r for r in (json.loads(line) for line in path.read_text().splitlines())} \
+        if path.exists() else {}
 
 
 def _variant(r: dict[str, Any]) -> dict[str, bool]:
