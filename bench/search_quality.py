@@ -30,6 +30,7 @@ train is the search's validation). Baselines do not get tuned down: they use the
                                                    # that grid's int8 models measured again, quietly
     python bench/search_quality.py ... --methods edgenas edgenas-fixed-data --latency-target
     python bench/search_quality.py ... --methods edgenas edgenas-fixed-data --data-first
+    python bench/search_quality.py ... --calibrated   # priced by a calibrated predictor (made on first use)
                                                    # search variants: their own rows and run directories
 
 Rows accumulate in ``results/search_quality.rows.jsonl`` across sittings (a cell already measured in
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import platform
 import random
 import statistics
@@ -62,7 +64,11 @@ VARIANTS = {
     "latency_target": ("search.latency_target", "-target", " (latency budget as target)"),
     "data_first": ("search.data_first", "-df", " (data first)"),
     "share_stem": ("space.share_stem", "-ss", " (shared stem)"),  # kws-dscnn only
+    # priced by the device's calibrated predictor (results/calibration/predictors, made on first use)
+    # rather than the fallback table + line the other rows get: calibrate, then search, as README says
+    "calibrated": ("measure.predictors", "-cal", " (calibrated predictor)"),
 }
+CALIBRATION_SAMPLES = {"kws-dscnn": 500, "kws-tcn": 300}
 TRAINED_ONCE = ("ds-cnn-s", "ds-cnn-m")  # and tc-resnet8: hand-designed, so neither device nor budget shapes them
 
 
@@ -164,7 +170,8 @@ class Bench:
         variant = _variant_of(self.a)
         name = self.edgenas_run_name(method, variant)
         sets = [x for k, v in STANDARD.items() for x in ("--set", f"{k}={v}")] if fixed else []
-        sets += [x for k, on in variant.items() if on for x in ("--set", f"{VARIANTS[k][0]}=true")]
+        sets += [x for k, on in variant.items() if on
+                 for x in ("--set", f"{VARIANTS[k][0]}={self.calibrated(space) if k == 'calibrated' else 'true'}")]
         if (self.out / "runs" / "kws" / name / "state.json").exists():  # an interrupted sitting: its saved config
             m = _edgenas_cmd(["--runs-dir", str(self.out / "runs"), "--name", name, "--resume"])
         else:
@@ -175,6 +182,35 @@ class Bench:
             section, field = key.split(".")
             row[k] = bool(saved[section].get(field, False))
         return row
+
+    def calibrated(self, space: str) -> Path:
+        """The predictors directory of the calibrated variant, after calibrating ``space`` on this
+        device there if it has not been (in a store and cache of its own, one invocation at a time;
+        run the first such grid alone: a calibration measured next to another grid is a noisy one)."""
+        from edgenas.devices.profiles import measure_defaults
+        from edgenas.devices.registry import get_device
+        from edgenas.devices.predictor import predictor_path
+        from edgenas.spaces.base import SPACES
+
+        root = self.out / "calibration"
+        root.mkdir(parents=True, exist_ok=True)
+        dev = get_device(self.device)
+        path = predictor_path(root / "predictors", self.device, space, SPACES.get(space).version,
+                              f"{dev.artifact_format}-int8", measure_defaults(dev).latency_stat)
+        with (root / ".lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not path.exists():
+                print(f"  calibrating {space} on {self.device} ({CALIBRATION_SAMPLES[space]} networks) into {root}",
+                      file=sys.stderr, flush=True)
+                env = {**os.environ, "EDGENAS_CACHE": str(root), "EDGENAS_STORE": str(root / "store.sqlite")}
+                res = subprocess.run([str(Path(sys.executable).with_name("edgenas")), "calibrate", "--device",
+                                      self.device, "--task", "kws", "--space", space, "--samples",
+                                      str(CALIBRATION_SAMPLES[space]), "--quiet"], env=env, text=True,
+                                     capture_output=True)
+                if res.returncode != 0 or not path.exists():
+                    raise SystemExit(f"search_quality: calibrating {space} on {self.device} failed: "
+                                     + (res.stderr.strip().splitlines() or ["no predictor written"])[-1])
+        return root / "predictors"
 
     def pipeline(self, name: str, sets: list[str]) -> Any:
         from edgenas import config as C
@@ -372,6 +408,9 @@ def main() -> None:
     p.add_argument("--share-stem", action="store_true",
                    help="search the edgenas kws-dscnn methods with space.share_stem=true (one supernet stem for "
                         "every data option); their own rows and run directories (-ss)")
+    p.add_argument("--calibrated", action="store_true",
+                   help="search the edgenas methods with the device's calibrated latency predictor, calibrating "
+                        "it first into results/calibration if needed; their own rows and run directories (-cal)")
     p.add_argument("--report-only", action="store_true",
                    help="rewrite the table and JSON from the rows measured so far; run nothing")
     p.add_argument("--remeasure", action="store_true",

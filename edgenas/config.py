@@ -37,6 +37,9 @@ class MeasureConfig:
     # the calibrated predictor's prices are raised by this fraction so that derived specs hold their
     # budget as measured; -1 = auto: the predictor's hold-out 90th percentile of measured/predicted − 1
     latency_margin: float = -1.0
+    # where calibrated predictors are looked up: "" = <cache>/predictors, where `edgenas calibrate`
+    # writes; a directory laid out the same way (another cache's predictors, a shared copy) otherwise
+    predictors: str = ""
     # separate loads of a model per measurement, samples pooled (as calibration does); 0 = the
     # device profile's ([measure] loads)
     loads: int = 0

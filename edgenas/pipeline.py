@@ -183,7 +183,8 @@ class Pipeline:
 
         fmt, dev, space = self.latency_fmt, self.device, self.space
         stat = self.latency_stat
-        path = predictor_path(default_predictor_root(), dev.name, space.name, space.version, fmt, stat)
+        root = Path(self.cfg.measure.predictors).expanduser() if self.cfg.measure.predictors else default_predictor_root()
+        path = predictor_path(root, dev.name, space.name, space.version, fmt, stat)
         if not path.exists():
             self.sink("latency.model", kind="table", reason=f"no calibrated predictor at {path}")
             return None

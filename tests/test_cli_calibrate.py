@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,22 @@ def test_calibrate_then_search_uses_the_predictor(tone_fsdd: Path, tmp_path: Pat
     report = (tmp_path / "runs" / "kws" / "p" / "report.md").read_text()
     assert "calibrated predictor" in report and str(pred) in report
     assert "latency model: calibrated predictor" in res.err
+
+    # the same predictor kept outside the cache is found through measure.predictors
+    elsewhere = tmp_path / "shared-predictors"
+    shutil.move(str(pred.parent.parent), elsewhere)
+    res = cli(["search", "--data", str(tone_fsdd), "--test-speakers", "s2", "--search-epochs", "1", "--epochs", "1",
+               "--max-latency-ms", "5", "--runs-dir", str(tmp_path / "runs"), "--name", "q", "--json", *tiny_sets,
+               "--set", f"measure.predictors={elsewhere}"])
+    assert res.code == 0, res.err[-2000:]
+    assert res.json()["latency_ms"]["predicted_by"] == "learned"
+    budgets = json.loads((tmp_path / "runs" / "kws" / "q" / "state.json").read_text())["stages"]["budgets"]["result"]
+    assert budgets["latency_model"]["path"] == str(elsewhere / pred.relative_to(pred.parent.parent))
+    res = cli(["search", "--data", str(tone_fsdd), "--test-speakers", "s2", "--search-epochs", "1", "--epochs", "1",
+               "--max-latency-ms", "5", "--runs-dir", str(tmp_path / "runs"), "--name", "r", *tiny_sets,
+               "--set", f"measure.predictors={tmp_path / 'nosuch'}"])
+    assert res.code != 0 and len(res.err_lines()) == 1 and "measure.predictors" in res.err, res.err
+    assert "Traceback" not in res.err
 
 
 def test_search_without_a_predictor_says_table(tone_fsdd: Path, tmp_path: Path, cli, isolated_env, tiny_sets,
