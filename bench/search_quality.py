@@ -514,7 +514,7 @@ def remeasure(rows: list[dict[str, Any]], a: Any, out: Path) -> None:
     interference, and rows from different sittings are not comparable (RESULTS.md). The figure
     measured during the run is kept as ``latency_ms_at_run``. Every quiet pass is kept in
     ``latency_passes_ms`` and the row's figure is the lowest of them: on this VM quiet passes a
-    minute apart differ by up to 50% in both directions, and interference only ever adds time.
+    minute apart differ by up to 1.9× (an occasional high reading), and interference only adds time.
     ``holds`` follows the row's figure."""
     from edgenas.config import MeasureConfig
     from edgenas.devices.base import pooled
