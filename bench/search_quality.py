@@ -72,10 +72,14 @@ CALIBRATION_SAMPLES = {"kws-dscnn": 500, "kws-tcn": 300}
 TRAINED_ONCE = ("ds-cnn-s", "ds-cnn-m")  # and tc-resnet8: hand-designed, so neither device nor budget shapes them
 
 
+def _edgenas_exe() -> str:
+    """The ``edgenas`` command of this interpreter's environment."""
+    return str(Path(sys.executable).with_name("edgenas"))
+
+
 def _edgenas_cmd(args: list[str]) -> dict[str, Any]:
-    exe = Path(sys.executable).with_name("edgenas")
     t0 = time.perf_counter()
-    res = subprocess.run([str(exe), "search", *args, "--json", "--quiet"], capture_output=True, text=True)
+    res = subprocess.run([_edgenas_exe(), "search", *args, "--json", "--quiet"], capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f"edgenas search failed: {res.stderr.strip().splitlines()[-1:]}")
     m = json.loads(res.stdout)
@@ -203,7 +207,7 @@ class Bench:
                 print(f"  calibrating {space} on {self.device} ({CALIBRATION_SAMPLES[space]} networks) into {root}",
                       file=sys.stderr, flush=True)
                 env = {**os.environ, "EDGENAS_CACHE": str(root), "EDGENAS_STORE": str(root / "store.sqlite")}
-                res = subprocess.run([str(Path(sys.executable).with_name("edgenas")), "calibrate", "--device",
+                res = subprocess.run([_edgenas_exe(), "calibrate", "--device",
                                       self.device, "--task", "kws", "--space", space, "--samples",
                                       str(CALIBRATION_SAMPLES[space]), "--quiet"], env=env, text=True,
                                      capture_output=True)

@@ -86,6 +86,12 @@ def default_predictor_root() -> Path:
     return default_cache_dir() / "predictors"
 
 
+def predictor_root(configured: str = "") -> Path:
+    """Where a search looks its calibrated predictor up: ``measure.predictors`` when set, else the
+    cache's, where `edgenas calibrate` writes."""
+    return Path(configured).expanduser() if configured else default_predictor_root()
+
+
 def device_governor(device: Device) -> str | None:
     info = device.info()
     return info.get("governor") or (info.get("identity") or {}).get("governor")

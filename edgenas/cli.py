@@ -166,7 +166,9 @@ def cmd_search(a: argparse.Namespace) -> int:
     STRATEGIES.get(cfg.search.strategy)  # unknown names fail before any work
     if cfg.data and not Path(cfg.data).exists():
         raise EdgenasError(f"dataset path {cfg.data} does not exist")
-    if cfg.measure.predictors and not Path(cfg.measure.predictors).expanduser().is_dir():
+    from edgenas.devices.calibrate import predictor_root
+
+    if cfg.measure.predictors and not predictor_root(cfg.measure.predictors).is_dir():
         raise EdgenasError(f"measure.predictors: {cfg.measure.predictors} is not a directory (give a predictors "
                            "directory written by `edgenas calibrate`, e.g. <cache>/predictors)")
     printer = ProgressPrinter(a.quiet)

@@ -177,14 +177,13 @@ class Pipeline:
         return self.cfg.measure.loads or measure_defaults(self.device).loads
 
     def _predicted_latency(self) -> Any:
-        from edgenas.devices.calibrate import default_predictor_root
+        from edgenas.devices.calibrate import predictor_root
         from edgenas.devices.latency_table import LatencyTable
         from edgenas.devices.predictor import LatencyPredictor, PredictedLatency, predictor_path
 
         fmt, dev, space = self.latency_fmt, self.device, self.space
         stat = self.latency_stat
-        root = Path(self.cfg.measure.predictors).expanduser() if self.cfg.measure.predictors else default_predictor_root()
-        path = predictor_path(root, dev.name, space.name, space.version, fmt, stat)
+        path = predictor_path(predictor_root(self.cfg.measure.predictors), dev.name, space.name, space.version, fmt, stat)
         if not path.exists():
             self.sink("latency.model", kind="table", reason=f"no calibrated predictor at {path}")
             return None
