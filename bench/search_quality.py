@@ -521,7 +521,7 @@ def remeasure(rows: list[dict[str, Any]], a: Any, out: Path) -> None:
     minute apart differ by up to 1.9× (an occasional high reading), and interference only adds time.
     ``holds`` follows the row's figure."""
     from edgenas.config import MeasureConfig
-    from edgenas.devices.base import pooled
+    from edgenas.devices.measure import measure_fresh
     from edgenas.devices.profiles import measure_defaults
     from edgenas.devices.registry import get_device
 
@@ -542,7 +542,7 @@ def remeasure(rows: list[dict[str, Any]], a: Any, out: Path) -> None:
             continue
         model = run / "export" / json.loads(rep.read_text())["models"][f"{fmt}-int8"]["file"]
         d = measure_defaults(dev)
-        m = pooled([dev.measure(model, runs=mc.runs, warmup=mc.warmup) for _ in range(d.loads)])  # as the runs did
+        m = measure_fresh(dev, model, runs=mc.runs, warmup=mc.warmup, loads=d.loads)  # as the runs did
         r.setdefault("latency_ms_at_run", r["latency_ms"])
         # a row remeasured before passes were kept has its one quiet pass as its figure
         passes = r.setdefault("latency_passes_ms", [r["latency_ms"]] if "remeasured_at" in r else [])

@@ -43,6 +43,10 @@ class MeasureConfig:
     # separate loads of a model per measurement, samples pooled (as calibration does); 0 = the
     # device profile's ([measure] loads)
     loads: int = 0
+    # when the shipped model measures over the latency budget, up to this many more fresh passes,
+    # stopping at the first that holds; the budget check uses the lowest pass (interference only
+    # adds time, so one high reading on a shared host is not the model's latency). 0 = one pass
+    confirm: int = 2
     lut_runs: int = 30
     chain_runs: int = 50  # runs per whole-network (chain) latency measurement
     chain_samples: int = 40  # sampled specs the table correction is fitted on

@@ -11,6 +11,7 @@ import pytest
 
 from edgenas import config as C
 from edgenas import cost
+from edgenas.cli import _print_summary
 from edgenas.pipeline import Pipeline
 from edgenas.report import build_metrics, render_report
 from edgenas.runs import RunDir
@@ -150,3 +151,28 @@ def test_data_first_scores_are_reported(run_copy: Path) -> None:
     assert "Data first:" in text
     assert f"| {spec.data.key()} | 0.500 | 0.800 | 0.000 | 0.500 |" in text
     assert "| sr8000_mfcc40_mel40_w30_h10_c1000 | 0.400 | 0.850 | 0.300 | 0.700 |" in text
+
+
+def test_an_over_budget_latency_is_measured_again(run_copy: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """The measure stage confirms a latency over the budget with more passes (measure.confirm); the
+    figure, report and CLI summary say so. A model really over its budget stays over."""
+    monkeypatch.setenv("EDGENAS_STORE", str(tmp_path / "fresh.sqlite"))  # measured now, not from the store
+    cfg = C.from_dict(json.loads((run_copy / "config.json").read_text()))
+    run, p, spec = _open(run_copy, max_latency_ms=1e-6, measure=replace(cfg.measure, confirm=2, runs=20))
+    with run:
+        out = p._stage_measure(spec)
+        passes = out["int8"]["latency_passes_ms"]
+        assert len(passes) == 3 and out["int8"]["latency_stat_ms"] == min(passes)
+        assert "latency_passes_ms" not in out["fp32"]  # only the budgeted model is confirmed
+        run.state["stages"]["measure"]["result"] = out
+        m = build_metrics(p, spec)
+        text = render_report(p, spec, m)
+    assert m["latency_ms"]["passes"] == passes and m["budgets"]["latency"]["holds"] is False
+    assert "3 passes (" in text and "the lowest is the figure" in text
+    _print_summary(m)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("budget latency"))
+    assert line.endswith(f"VIOLATED (lowest of 3 passes: {', '.join(f'{x:.4g}' for x in passes)} ms)")
+    run, p, spec = _open(run_copy, max_latency_ms=1e-6, measure=replace(cfg.measure, confirm=0, runs=20))
+    with run:
+        assert "latency_passes_ms" not in p._stage_measure(spec)["int8"]  # confirm = 0: one pass
