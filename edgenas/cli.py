@@ -184,6 +184,8 @@ def cmd_search(a: argparse.Namespace) -> int:
 
 
 def _print_summary(m: dict[str, Any]) -> None:
+    from edgenas.report import confirm_passes
+
     d = m["data_config"]
     if m["dataset"]["synthetic"]:
         print("NOTE: trained and tested on the SYNTHETIC demo dataset (espeak-ng voices), not real speech.")
@@ -198,10 +200,10 @@ def _print_summary(m: dict[str, Any]) -> None:
     for name, b in m["budgets"].items():
         unit = "ms" if name == "latency" else "KiB"
         f = 1 if name == "latency" else 1 / 1024
-        passes = (lat.get("passes") or []) if name == "latency" else []
+        passes = confirm_passes(lat) if name == "latency" else ""
         print(f"budget {name}: measured {b['measured'] * f:.4g} {unit} vs {b['limit'] * f:.4g} {unit}: "
               f"{'holds' if b['holds'] else 'VIOLATED'}"
-              + (f" (lowest of {len(passes)} passes: {', '.join(f'{x:.4g}' for x in passes)} ms)" if len(passes) > 1 else ""))
+              + (f" (lowest of {len(lat['passes'])} passes: {passes})" if passes else ""))
     if m.get("bundle"):
         print(f"bundle: {m['bundle']}")
     print(f"report: {m['run_dir']}/report.md")

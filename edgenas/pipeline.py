@@ -452,7 +452,7 @@ class Pipeline:
                 meas, passes = measure_confirmed(self.device, self.store, path, limit_ms=self.cfg.max_latency_ms,
                                                  stat=self.latency_stat, confirm=m.confirm, **kw)
             else:
-                meas, passes = measure_cached(self.device, self.store, path, kind="model", **kw), []
+                meas, passes = measure_cached(self.device, self.store, path, **kw), []
             ver = report["models"][f"{fmt}-{key}"]["verification"]
             out[key] = {"file": rec["file"], "latency": meas.to_dict(), "latency_stat_ms": meas.stat(self.latency_stat),
                         "latency_stat": self.latency_stat, "loads": self.loads, "flash_bytes": ver["flash_bytes"],

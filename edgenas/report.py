@@ -72,13 +72,18 @@ def build_metrics(p: "Pipeline", spec: ArchSpec) -> dict[str, Any]:
     }
 
 
+def confirm_passes(lat: dict[str, Any]) -> str:
+    """The passes that confirmed the budgeted latency ("a, b, c ms"), or "" when one pass sufficed."""
+    passes = lat.get("passes") or []
+    return f"{', '.join(f'{x:.4g}' for x in passes)} ms" if len(passes) > 1 else ""
+
+
 def _passes_note(lat: dict[str, Any]) -> str:
     """How the budgeted latency was confirmed, when its first pass was over the budget."""
-    passes = lat.get("passes") or []
-    if len(passes) < 2:
+    if not (passes := confirm_passes(lat)):
         return ""
-    return (f": the first pass measured {passes[0]:.4g} ms, over the budget, so it was measured again "
-            f"(measure.confirm); {len(passes)} passes ({', '.join(f'{x:.4g}' for x in passes)} ms), the lowest is the figure")
+    return (f": the first pass measured {lat['passes'][0]:.4g} ms, over the budget, so it was measured again "
+            f"(measure.confirm); {len(lat['passes'])} passes ({passes}), the lowest is the figure")
 
 
 def _latency_source(lm: dict[str, Any] | None) -> str:
