@@ -500,7 +500,7 @@ def main() -> None:
                                "difference mean ± std", "95% interval", "edgenas ahead", "other holds budget"],
                               pairs))
     common.write(a.out, "search_quality", {"rows": list(done.values()), "paired": pairs}, md)
-    plot(rows or [r for r in done.values() if r.get("mode", "quick") == mode], a.out)  # this grid's mode
+    plot([r for r in done.values() if r.get("mode", "quick") == mode], a.out)  # every row of this grid's mode, as the table
 
 
 def _ms(vals: list[float]) -> str:
@@ -645,11 +645,11 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
     keys = sorted({(r["dataset"], r["device"]) for r in rows})
     fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4), squeeze=False)
     for ax, (ds, dev) in zip(axes[0], keys):
-        for method in sorted({r["method"] for r in rows}):
+        for i, method in enumerate(sorted({_label(r) for r in rows})):
             pts = [(r["latency_ms"], r["test_int8"]) for r in rows
-                   if r["dataset"] == ds and r["device"] == dev and r["method"] == method]
+                   if r["dataset"] == ds and r["device"] == dev and _label(r) == method]
             if pts:
-                ax.scatter(*zip(*pts), label=method)
+                ax.scatter(*zip(*pts), label=method, marker="o^sDv"[i // 10 % 5])  # colours repeat after ten
         for b in sorted({r["budget_ms"] for r in rows if r["dataset"] == ds and r["device"] == dev}):
             ax.axvline(b, color="grey", lw=0.8, ls="--")
         ax.set_title(f"{ds} on {dev}")
