@@ -32,7 +32,9 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 
 def use_bench_dirs(out: Path) -> None:
-    """A store and cache of the benchmarks' own unless the caller set them."""
+    """A store and cache of the benchmarks' own unless the caller set them, under ``out`` (made here,
+    so a new ``--out`` folder works)."""
+    out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("EDGENAS_CACHE", str(out / "cache"))
     os.environ.setdefault("EDGENAS_STORE", str(out / "cache" / "bench.sqlite"))
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
