@@ -435,9 +435,8 @@ def main() -> None:
         try:               # --remeasure rewrites the rows file and times models, so it runs alone
             fcntl.flock(lock, (fcntl.LOCK_EX if a.remeasure else fcntl.LOCK_SH) | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise SystemExit("search_quality: " + ("other runs of this benchmark are using bench/results; run --remeasure "
-                                                   "after they finish" if a.remeasure else
-                                                   "--remeasure is running on bench/results; wait for it"))
+            raise SystemExit(f"search_quality: other runs of this benchmark are using {a.out}; run --remeasure after "
+                             "they finish" if a.remeasure else f"search_quality: --remeasure is running on {a.out}; wait for it")
     # rows accumulate across invocations (a full grid takes several sittings); a row is reused only
     # for the same cell in the same mode
     done = _read_rows(results)
