@@ -31,6 +31,7 @@ train is the search's validation). Baselines do not get tuned down: they use the
     python bench/search_quality.py ... --methods edgenas edgenas-fixed-data --latency-target
     python bench/search_quality.py ... --methods edgenas edgenas-fixed-data --data-first
     python bench/search_quality.py ... --calibrated   # priced by a calibrated predictor (made on first use)
+    python bench/search_quality.py ... --methods edgenas --long-window   # data space + a 64/32 ms window
                                                    # search variants: their own rows and run directories
 
 Rows accumulate in ``results/search_quality.rows.jsonl`` across sittings (a cell already measured in
@@ -67,7 +68,10 @@ VARIANTS = {
     # priced by the device's calibrated predictor (results/calibration/predictors, made on first use)
     # rather than the fallback table + line the other rows get: calibrate, then search, as README says
     "calibrated": ("measure.predictors", "-cal", " (calibrated predictor)"),
+    # the default data space plus a window/hop cheaper than the standard one (fewer frames)
+    "long_window": ("space.windows", "-w64", " (+64/32 ms window)"),
 }
+LONG_WINDOWS = "30/10,40/20,64/32"
 CALIBRATION_SAMPLES = {"kws-dscnn": 500, "kws-tcn": 300}
 TRAINED_ONCE = ("ds-cnn-s", "ds-cnn-m")  # and tc-resnet8: hand-designed, so neither device nor budget shapes them
 
@@ -175,7 +179,7 @@ class Bench:
         name = self.edgenas_run_name(method, variant)
         sets = [x for k, v in STANDARD.items() for x in ("--set", f"{k}={v}")] if fixed else []
         sets += [x for k, on in variant.items() if on
-                 for x in ("--set", f"{VARIANTS[k][0]}={self.calibrated(space) if k == 'calibrated' else 'true'}")]
+                 for x in ("--set", f"{VARIANTS[k][0]}={self.variant_value(k, space)}")]
         if (self.out / "runs" / "kws" / name / "state.json").exists():  # an interrupted sitting: its saved config
             m = _edgenas_cmd(["--runs-dir", str(self.out / "runs"), "--name", name, "--resume"])
         else:
@@ -184,8 +188,13 @@ class Bench:
         saved = json.loads((self.out / "runs" / "kws" / name / "config.json").read_text())
         for k, (key, _, _) in VARIANTS.items():  # what the run searched with
             section, field = key.split(".")
-            row[k] = bool(saved[section].get(field, False))
+            value = saved[section].get(field, False)
+            row[k] = "64/32" in value if k == "long_window" else bool(value)
         return row
+
+    def variant_value(self, k: str, space: str) -> str:
+        """The ``--set`` value of search variant ``k``."""
+        return str(self.calibrated(space)) if k == "calibrated" else LONG_WINDOWS if k == "long_window" else "true"
 
     def calibrated(self, space: str) -> Path:
         """The predictors directory of the calibrated variant, after calibrating ``space`` on this
@@ -415,6 +424,9 @@ def main() -> None:
     p.add_argument("--calibrated", action="store_true",
                    help="search the edgenas methods with the device's calibrated latency predictor, calibrating "
                         "it first into results/calibration if needed; their own rows and run directories (-cal)")
+    p.add_argument("--long-window", action="store_true",
+                   help=f"search the joint edgenas methods with space.windows={LONG_WINDOWS} (a window cheaper "
+                        "than the standard one); their own rows and run directories (-w64)")
     p.add_argument("--report-only", action="store_true",
                    help="rewrite the table and JSON from the rows measured so far; run nothing")
     p.add_argument("--remeasure", action="store_true",
@@ -423,6 +435,8 @@ def main() -> None:
     a = p.parse_args()
     if a.share_stem and "edgenas-tcn" in a.methods:
         p.error("--share-stem applies to the kws-dscnn space: pass --methods edgenas edgenas-fixed-data")
+    if a.long_window and "edgenas-fixed-data" in a.methods:
+        p.error("--long-window widens the searched data space; edgenas-fixed-data does not search it")
     common.use_bench_dirs(a.out)
     datasets = a.datasets or (["fsdd"] if a.quick else ["fsdd", "arabic"])
     devices = a.devices or (["litert-cpu"] if a.quick else ["onnxruntime-cpu", "litert-cpu"])
