@@ -17,14 +17,46 @@ if TYPE_CHECKING:
     import torch
 
 
-def _decode(path: str | Path) -> tuple[np.ndarray, int]:
+def _nonfinite_message(path: str | Path, data: np.ndarray) -> str:
+    n_nan = int(np.isnan(data).sum())
+    n_inf = int(np.isinf(data).sum())
+    kinds = ", ".join(f"{n} {kind}" for kind, n in (("NaN", n_nan), ("inf", n_inf)) if n)
+    return (f"audio file {path} has {n_nan + n_inf} non-finite samples ({kinds}) of {data.size}; "
+            "fix or remove it from the dataset")
+
+
+def _read(path: str | Path) -> tuple[np.ndarray, int]:
+    """Every sample of ``path`` as float32 [frames, channels] and its rate; checked to be usable.
+
+    Raises :class:`DataError` naming the file when it cannot be decoded, has no samples, or holds
+    NaN or infinite samples (float WAVs can; they would turn every feature of the clip into NaN).
+    """
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, OSError, ...
         raise DataError(f"cannot decode audio file {path}: {e}") from None
     if data.shape[0] == 0:
         raise DataError(f"audio file {path} is empty (0 samples)")
-    return data.mean(axis=1, dtype=np.float32), int(rate)
+    if not np.isfinite(data).all():
+        raise DataError(_nonfinite_message(path, data))
+    return data, int(rate)
+
+
+def _decode(path: str | Path) -> tuple[np.ndarray, int]:
+    """``path`` decoded and mixed down to mono float32, with its rate (see :func:`_read`)."""
+    data, rate = _read(path)
+    return data.mean(axis=1, dtype=np.float32), rate
+
+
+def check_audio_file(path: str | Path) -> float:
+    """Decode every sample of ``path`` and return its duration in seconds.
+
+    The full-decode counterpart of :func:`audio_duration` for checking a dataset up front: raises
+    :class:`DataError` naming the file when it cannot be decoded, is empty or holds NaN/inf
+    samples. Costs one decode (about 0.1 ms for a 1 s 16 kHz PCM16 WAV).
+    """
+    data, rate = _read(path)
+    return data.shape[0] / float(rate)
 
 
 def resample(wave: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
@@ -49,7 +81,8 @@ def _resampler(orig_rate: int, target_rate: int) -> "torch.nn.Module":
 def load_audio(path: str | Path, target_rate: int) -> np.ndarray:
     """Decode ``path``, mix down to mono and resample to ``target_rate``: float32 in [-1, 1].
 
-    A corrupt, empty or non-audio file raises :class:`DataError` naming the file.
+    A corrupt, empty or non-audio file, or one with NaN/inf samples, raises :class:`DataError`
+    naming the file.
     """
     wave, rate = _decode(path)
     return resample(wave, rate, target_rate)

@@ -158,7 +158,7 @@ def open_dataset(
         if not root.exists():
             raise DataError(f"dataset path {root} does not exist")
     loader = DATASETS.get(name)
-    return loader(
+    ds = loader(
         root,
         test_speakers=test_speakers,
         val_speakers=val_speakers,
@@ -167,11 +167,38 @@ def open_dataset(
         cache_dir=cache,
         setup=setup,
     )
+    check_classes(ds)
+    return ds
 
 
 def dataset_key(ds: AudioDataset) -> str:
     """Short human-readable key: ``<name>-<fingerprint>``."""
     return f"{ds.name}-{ds.fingerprint()}"
+
+
+def _class_names(ds: AudioDataset, labels: list[int]) -> str:
+    return ", ".join(ds.classes[i] if 0 <= i < len(ds.classes) else str(i) for i in labels) or "none"
+
+
+def check_classes(ds: AudioDataset) -> None:
+    """Raise DataError unless the clips of ``ds``, and of its train split, cover at least 2 classes.
+
+    Counts the classes that have clips (an FSDD folder of one digit still lists ten classes); a
+    one-class dataset would otherwise train a classifier that can only ever answer that class.
+    """
+    where = ds.root or ds.name
+    found = sorted({c.label for clips in ds.splits.values() for c in clips})
+    if len(found) < 2:
+        raise DataError(
+            f"dataset {where} has clips of {len(found)} class{'' if len(found) == 1 else 'es'} "
+            f"({_class_names(ds, found)}); at least 2 classes are needed to train a classifier"
+        )
+    train = sorted({c.label for c in ds.splits.get("train", [])})
+    if len(train) == 1:  # an empty train split is reported where the splits are checked
+        raise DataError(
+            f"the train split of dataset {where} has clips of 1 class "
+            f"({_class_names(ds, train)}); at least 2 classes are needed to train a classifier"
+        )
 
 
 def check_disjoint(ds: AudioDataset) -> None:
@@ -186,6 +213,7 @@ __all__ = [
     "AudioDataset",
     "Clip",
     "DATASETS",
+    "check_classes",
     "check_disjoint",
     "default_cache_dir",
     "detect_layout",

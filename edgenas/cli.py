@@ -66,6 +66,10 @@ class ProgressPrinter:
             self._line(f"latency model: {'calibrated predictor ' + f['path'] if f['kind'] == 'learned' else 'lookup table'}"
                        + (f" ({f['reason']})" if f.get("reason") else "")
                        + (f", safety margin {100 * f['margin']:.1f}%" if f.get("margin") else ""))
+        elif event == "frontend_table.end":
+            ms = sorted(f["latency_ms"].values())
+            self._line(f"front ends on {f['device']} ({f['fmt']}): {f['entries']} data configurations, "
+                       f"{f['measured']} measured now, {ms[0]:.4f}–{ms[-1]:.4f} ms")
         elif event == "data.synthetic":
             self._line("NOTE: " + f["message"])
         elif event == "search.epoch":
@@ -99,12 +103,15 @@ def _search_parser(sub: Any) -> None:
     p.add_argument("--device", help="device profile name (see `edgenas devices`; default onnxruntime-cpu)")
     p.add_argument("--data", help="dataset folder (FSDD, Speech Commands or CSV manifest); default: the generated "
                                   "synthetic demo dataset")
-    p.add_argument("--layout", help="dataset layout: auto (default), fsdd, speech_commands, manifest")
+    p.add_argument("--layout", help="dataset layout: auto (default), fsdd, speech_commands, csv (a CSV manifest), synthetic")
     p.add_argument("--test-speakers", type=_csv, help="comma-separated speakers held out as the test split (FSDD)")
     p.add_argument("--val-speakers", type=_csv, help="comma-separated speakers used as the validation split")
-    p.add_argument("--max-latency-ms", type=float, help="latency budget of the int8 model on the device")
-    p.add_argument("--max-ram-kb", type=float, help="peak activation RAM budget, KiB (int8)")
-    p.add_argument("--max-flash-kb", type=float, help="flash budget, KiB (int8 model file)")
+    p.add_argument("--max-latency-ms", type=float, help="latency budget on the device, ms (front end + int8 model; see --budget-scope)")
+    p.add_argument("--max-ram-kb", type=float, help="peak RAM budget, KiB (front end's float buffers + the int8 model's activations)")
+    p.add_argument("--max-flash-kb", type=float, help="flash budget, KiB (front-end file + int8 model file)")
+    p.add_argument("--budget-scope", choices=["end-to-end", "model"],
+                   help="what the budgets apply to (default end-to-end: the audio front end + the int8 classifier, "
+                        "as the bundle runs them on the device; model: the classifier alone)")
     p.add_argument("--latency-stat", choices=["auto", *STATS],
                    help="latency figure the budget applies to (default auto: the device profile's [measure] "
                         "latency_stat; median for boards, p10 for the shared-host CPU profiles)")
@@ -127,7 +134,8 @@ def _flags(a: argparse.Namespace) -> dict[str, Any]:
     pairs = {"task": "task", "space": "space_name", "device": "device", "data": "data", "layout": "layout",
              "test_speakers": "test_speakers", "val_speakers": "val_speakers", "max_latency_ms": "max_latency_ms",
              "max_ram_kb": "max_ram_kb", "max_flash_kb": "max_flash_kb", "epochs": "train.epochs",
-             "search_epochs": "search.epochs", "strategy": "search.strategy", "seed": "seed", "latency_stat": "measure.latency_stat"}
+             "search_epochs": "search.epochs", "strategy": "search.strategy", "seed": "seed", "latency_stat": "measure.latency_stat",
+             "budget_scope": "budget_scope"}
     for attr, key in pairs.items():
         v = getattr(a, attr)
         if v is not None:
@@ -196,14 +204,20 @@ def _print_summary(m: dict[str, Any]) -> None:
           + "".join(f", {k[5:].replace('_', ' ')} {v:.4f}" for k, v in acc.items()
                     if k.startswith("test_") and k[5:] not in ("fp32_torch", "int8") and v is not None))
     lat = m["latency_ms"]
-    print(f"latency on {m['device']}: int8 {lat['int8_median']:.4f} ms, fp32 {lat['fp32_median']:.4f} ms (median)")
+    fe = f"front end {lat['frontend_median']:.4f} ms, " if lat.get("frontend_median") is not None else ""
+    print(f"latency on {m['device']} (median of the samples): {fe}int8 model {lat['int8_median']:.4f} ms, "
+          f"fp32 model {lat['fp32_median']:.4f} ms")
     for name, b in m["budgets"].items():
         unit = "ms" if name == "latency" else "KiB"
         f = 1 if name == "latency" else 1 / 1024
+        what = f"{lat['statistic']}, " if name == "latency" else ""
+        parts = ""
+        if b.get("scope") == "end-to-end":
+            parts = f" = front end {b['frontend']['measured'] * f:.4g} + model {b['model']['measured'] * f:.4g} {unit}"
         passes = confirm_passes(lat) if name == "latency" else ""
-        print(f"budget {name}: measured {b['measured'] * f:.4g} {unit} vs {b['limit'] * f:.4g} {unit}: "
-              f"{'holds' if b['holds'] else 'VIOLATED'}"
-              + (f" (lowest of {len(lat['passes'])} passes: {passes})" if passes else ""))
+        print(f"budget {name} ({what}{b.get('scope', 'model')}): measured {b['measured'] * f:.4g} {unit}{parts} vs "
+              f"{b['limit'] * f:.4g} {unit}: {'holds' if b['holds'] else 'VIOLATED'}"
+              + (f" (model: lowest of {len(lat['passes'])} passes: {passes})" if passes else ""))
     if m.get("bundle"):
         print(f"bundle: {m['bundle']}")
     print(f"report: {m['run_dir']}/report.md")

@@ -52,6 +52,9 @@ class MeasureConfig:
     chain_samples: int = 40  # sampled specs the table correction is fitted on
 
 
+BUDGET_SCOPES = ("end-to-end", "model")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     task: str = "kws"
@@ -65,12 +68,15 @@ class RunConfig:
     max_latency_ms: float = 0.0  # 0 = no budget
     max_ram_kb: float = 0.0
     max_flash_kb: float = 0.0
+    budget_scope: str = "end-to-end"  # budgets apply to front end + model ("end-to-end") or the model alone ("model")
     space: Any = field(default_factory=KWSSpaceConfig)  # the config dataclass of ``space_name``
     search: SearchConfig = field(default_factory=SearchConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
 
     def __post_init__(self) -> None:
+        if self.budget_scope not in BUDGET_SCOPES:
+            raise ConfigError(f"budget_scope must be one of {', '.join(BUDGET_SCOPES)}, got {self.budget_scope!r}")
         cls = space_config_class(self.space_name)
         if isinstance(self.space, cls):
             return

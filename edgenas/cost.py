@@ -104,3 +104,44 @@ class LatencyLookup(Protocol):
 def latency_lut(space: SearchSpace, table: LatencyLookup) -> LayerCost:
     """Latency as the sum of per-layer micro-benchmark times plus the per-call overhead."""
     return LayerCost(space, "latency", "ms", table.layer_ms, constant=table.overhead_ms)
+
+
+@dataclass
+class EndToEnd:
+    """A budget's cost from raw input to output: the front end of the spec's data configuration
+    plus the model (``frontend`` maps ``DataConfig.key()`` → the front end's cost in the model's unit).
+
+    The bundle runs the front end and then the classifier, each with buffers allocated at load, so
+    latency, RAM and flash all add. Differentiably, the front-end part is its expectation under the
+    joint data-configuration probabilities, so the data logits pay for what they buy."""
+
+    space: SearchSpace
+    model: CostModel
+    frontend: dict[str, float]
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def unit(self) -> str:
+        return self.model.unit
+
+    def frontend_cost(self, spec: ArchSpec) -> float:
+        try:
+            return float(self.frontend[spec.data.key()])
+        except KeyError:
+            raise KeyError(f"no front-end {self.name} for data configuration {spec.data.key()}") from None
+
+    def model_cost(self, spec: ArchSpec) -> float:
+        return float(self.model.cost(spec))
+
+    def cost(self, spec: ArchSpec) -> float:
+        return self.model_cost(spec) + self.frontend_cost(spec)
+
+    def frontend_vector(self) -> torch.Tensor:
+        """Front-end cost of every data configuration, in the space's data-option order."""
+        return torch.tensor([self.frontend[d.key()] for d in self.space.data_configs()], dtype=torch.float32)
+
+    def expected_cost(self, probs: Probs) -> torch.Tensor:
+        return self.model.expected_cost(probs) + (self.space.data_probs(probs) * self.frontend_vector()).sum()

@@ -18,20 +18,34 @@ def build_metrics(p: "Pipeline", spec: ArchSpec) -> dict[str, Any]:
     train, export, meas = run.result("train"), run.result("export"), run.result("measure")
     shipped = cfg.measure.latency_quant  # the model the budgets apply to
     fmt = meas["format"]
-    measured = {
-        "latency": meas[shipped].get("latency_stat_ms", meas[shipped]["latency"]["median_ms"]),
-        "ram": meas[shipped]["peak_activation_bytes"],
-        "flash": meas[shipped]["flash_bytes"],
+    scope = run.result("budgets").get("scope", "model")
+    est, fe = derive["estimates"], meas.get("frontend") or {}
+    # budget → (model measured, model estimated, front end measured, front end estimated)
+    parts = {
+        "latency": (meas[shipped].get("latency_stat_ms", meas[shipped]["latency"]["median_ms"]), est.get("latency_ms"),
+                    fe.get("latency_stat_ms"), est.get("frontend_latency_ms")),
+        "ram": (meas[shipped]["peak_activation_bytes"], est["ram_bytes"], fe.get("peak_activation_bytes"),
+                est.get("frontend_ram_bytes")),
+        "flash": (meas[shipped]["flash_bytes"], est["flash_bytes"], fe.get("flash_bytes"), est.get("frontend_flash_bytes")),
     }
-    estimated = {"latency": derive["estimates"].get("latency_ms"), "ram": derive["estimates"]["ram_bytes"],
-                 "flash": derive["estimates"]["flash_bytes"]}
     limits = {"latency": cfg.max_latency_ms, "ram": cfg.max_ram_kb * 1024, "flash": cfg.max_flash_kb * 1024}
     budgets = {}
     for name, limit in limits.items():
-        if limit > 0:
-            budgets[name] = {"limit": limit, "measured": measured[name], "estimated": estimated[name],
-                             "unit": "ms" if name == "latency" else "bytes", "holds": measured[name] <= limit,
-                             "artifact": meas[shipped]["file"]}
+        if limit <= 0:
+            continue
+        mo_m, mo_e, fe_m, fe_e = parts[name]
+        if scope == "end-to-end":
+            total_m = mo_m + fe_m
+            total_e = None if mo_e is None or fe_e is None else mo_e + fe_e
+        else:
+            total_m, total_e = mo_m, mo_e
+        budgets[name] = {"limit": limit, "scope": scope, "measured": total_m, "estimated": total_e,
+                         "unit": "ms" if name == "latency" else "bytes", "holds": total_m <= limit,
+                         "model": {"measured": mo_m, "estimated": mo_e, "artifact": meas[shipped]["file"]},
+                         "frontend": {"measured": fe_m, "estimated": fe_e, "artifact": fe.get("file")},
+                         "artifact": meas[shipped]["file"] + (f" + {fe['file']}" if scope == "end-to-end" else "")}
+    measured = {name: parts[name][0] for name in parts}
+    estimated = {name: parts[name][1] for name in parts}
     stage_s = {k: v["seconds"] for k, v in run.state["stages"].items()}
     return {
         "run_dir": str(run.path),
@@ -55,12 +69,17 @@ def build_metrics(p: "Pipeline", spec: ArchSpec) -> dict[str, Any]:
         "bundle": (export.get("bundle") or {}).get("tarball"),
         "latency_ms": {"fp32_median": meas["fp32"]["latency"]["median_ms"], "fp32_p90": meas["fp32"]["latency"]["p90_ms"],
                        "int8_median": meas["int8"]["latency"]["median_ms"], "int8_p90": meas["int8"]["latency"]["p90_ms"],
+                       "frontend_median": (fe.get("latency") or {}).get("median_ms"),
+                       "frontend_budgeted": fe.get("latency_stat_ms"),
                        "statistic": meas[shipped].get("latency_stat", "median"), "budgeted": measured["latency"],
                        "predicted": estimated["latency"], "passes": meas[shipped].get("latency_passes_ms"),
                        "predicted_by": (run.result("budgets").get("latency_model") or {}).get("kind")},
+        "budget_scope": scope,
         "ram_bytes": {"int8_graph": meas["int8"]["peak_activation_bytes"], "estimated": estimated["ram"],
+                      "frontend": fe.get("peak_activation_bytes"),
                       "artifact": meas["int8"]["file"]},
         "flash_bytes": {"int8_file": meas["int8"]["flash_bytes"], "fp32_file": meas["fp32"]["flash_bytes"],
+                        "frontend_file": fe.get("flash_bytes"),
                         "estimated": estimated["flash"]},
         "macs": derive["estimates"]["macs"],
         "params": derive["estimates"]["params"],
@@ -106,6 +125,23 @@ def _budget_value(name: str, v: float | None) -> str:
     return f"{v:.4g} ms" if name == "latency" else f"{v / 1024:.2f} KiB"
 
 
+def _file_list(root: Any) -> str:
+    """What the run directory holds (only files that exist), and what an extra would add."""
+    import importlib.util
+
+    export = sorted(f.name for f in (root / "export").glob("*") if f.is_file() and f.name != "report.json")
+    have = [n for n in ("config.json", "arch.json", "model.pt", "metrics.json", "search.json", "events.jsonl")
+            if (root / n).exists()]
+    text = ", ".join(f"`{n}`" for n in have)
+    text += f", `export/` ({', '.join(export)})" if export else ""
+    text += ", `bundle/` and `bundle.tar.gz` (for `edgenas deploy`)" if (root / "bundle.tar.gz").exists() else ""
+    text += ", `checkpoints/`" if (root / "checkpoints").is_dir() else ""
+    if not any(n.endswith(".tflite") for n in export) and importlib.util.find_spec("tensorflow") is None:
+        text += (". No TFLite files: TensorFlow is not installed; `pip install 'edgenas[tflite]'` and "
+                 "`edgenas export RUN --format tflite` add `model.{fp32,int8}.tflite` and `frontend.fp32.tflite`")
+    return text + "."
+
+
 def render_report(p: "Pipeline", spec: ArchSpec, m: dict[str, Any]) -> str:
     run, cfg, space = p.run, p.cfg, p.space
     data, derive, search = run.result("data"), run.result("derive"), run.read_json("search.json")
@@ -128,23 +164,36 @@ def render_report(p: "Pipeline", spec: ArchSpec, m: dict[str, Any]) -> str:
                      if v["status"] == "ok")
         + f" (int8/fp32 argmax agreement on the device's format {acc['argmax_agreement_int8']:.4f}); "
         "details in `export/report.md`",
-        f"- measured latency on {cfg.device} ({cfg.measure.threads} thread): fp32 {m['latency_ms']['fp32_median']:.4f} ms "
-        f"(p90 {m['latency_ms']['fp32_p90']:.4f}), int8 {m['latency_ms']['int8_median']:.4f} ms "
-        f"(p90 {m['latency_ms']['int8_p90']:.4f}); predicted before training {_fmt(m['latency_ms']['predicted'], ' ms')} "
-        f"({_latency_source(run.result('budgets').get('latency_model'))})",
+        f"- measured latency on {cfg.device} ({cfg.measure.threads} thread, median of the samples): "
+        + (f"front end {m['latency_ms']['frontend_median']:.4f} ms + " if m['latency_ms'].get('frontend_median') is not None else "")
+        + f"int8 model {m['latency_ms']['int8_median']:.4f} ms (p90 {m['latency_ms']['int8_p90']:.4f}), fp32 model "
+        f"{m['latency_ms']['fp32_median']:.4f} ms (p90 {m['latency_ms']['fp32_p90']:.4f}); the budget is on the "
+        f"{m['latency_ms']['statistic']}; the model was predicted at {_fmt(m['latency_ms']['predicted'], ' ms')} before "
+        f"training ({_latency_source(run.result('budgets').get('latency_model'))})",
         f"- MACs {m['macs']:,.0f} · parameters {m['params']:,.0f} · arch hash `{m['arch_hash']}`",
         f"- search {m['search_seconds']:.0f} s, whole run {m['total_seconds']:.0f} s", "",
         "## Budgets (as measured)", "",
     ]
     if m["budgets"]:
-        lines += ["| budget | limit | estimated | measured | artifact | verdict |", "|---|---|---|---|---|---|"]
+        scope = m.get("budget_scope", "model")
+        lines += [f"Scope: **{scope}**" + (" (front end + model, as the bundle runs them on the device; "
+                                           "`--budget-scope model` budgets the model alone)." if scope == "end-to-end"
+                                           else " (the classifier alone; the front end is listed, not budgeted)."), "",
+                  "| budget | limit | front end est. / meas. | model est. / meas. | total est. / meas. | verdict |",
+                  "|---|---|---|---|---|---|"]
         for name, b in m["budgets"].items():
-            lines.append(f"| {BUDGETS[name][0]} | {_budget_value(name, b['limit'])} | {_budget_value(name, b['estimated'])} "
-                         f"| {_budget_value(name, b['measured'])} | {b['artifact']} | "
+            fe, mo = b.get("frontend") or {}, b.get("model") or {}
+            lines.append(f"| {BUDGETS[name][0]} | {_budget_value(name, b['limit'])} "
+                         f"| {_budget_value(name, fe.get('estimated'))} / {_budget_value(name, fe.get('measured'))} "
+                         f"| {_budget_value(name, mo.get('estimated'))} / {_budget_value(name, mo.get('measured'))} "
+                         f"| {_budget_value(name, b['estimated'])} / **{_budget_value(name, b['measured'])}** | "
                          f"{'holds' if b['holds'] else '**VIOLATED**'} |")
-        lines += ["", f"Latency: {m['latency_ms']['statistic']} of the device measurement{_passes_note(m['latency_ms'])}. "
-                  "RAM: peak activation memory from tensor lifetimes "
-                  "in the exported int8 graph's execution order. Flash: size of the int8 model file.", ""]
+        lines += ["", f"Latency: the {m['latency_ms']['statistic']} of the device measurement of each file "
+                  f"({m['budgets'][next(iter(m['budgets']))].get('artifact', '')}){_passes_note(m['latency_ms'])}. "
+                  "RAM: peak activation memory from tensor lifetimes in each exported graph's execution order (the "
+                  "front end's float32 audio, spectrum and mel buffers; the int8 classifier's activations). Flash: "
+                  "file sizes. Front-end estimates are the front end of this data configuration measured on the device "
+                  "before the search; model estimates come from the cost models.", ""]
     else:
         lines += ["No budgets were given.", ""]
     lines += ["## Architecture", "", "| choice point | selected |", "|---|---|"]
@@ -207,7 +256,5 @@ def render_report(p: "Pipeline", spec: ArchSpec, m: dict[str, Any]) -> str:
     lines += ["", "## Stage times", "", "| stage | seconds |", "|---|---|"]
     for k, v in m["stage_seconds"].items():
         lines.append(f"| {k} | {v:.1f} |")
-    lines += ["", "Files: `config.json` (resolved config), `arch.json`, `model.pt`, `export/` (model.{fp32,int8}.{onnx,tflite}, "
-              "frontend.fp32.{onnx,tflite}, report.md), `bundle/` and `bundle.tar.gz` (for `edgenas deploy`), "
-              "`metrics.json`, `search.json`, `events.jsonl`, `checkpoints/`.", ""]
+    lines += ["", "Files: " + _file_list(run.path), ""]
     return "\n".join(lines)

@@ -23,7 +23,7 @@ from edgenas.devices.base import Measurement
 from edgenas.errors import ConfigError
 
 SCHEMA_VERSION = 1
-KINDS = ("model", "layer", "overhead", "chain")
+KINDS = ("model", "layer", "overhead", "chain", "frontend")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (

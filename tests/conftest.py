@@ -158,7 +158,7 @@ def finished_run(tone_fsdd: Path, shared_env_dirs: dict[str, Path],
     """
     runs_dir = tmp_path_factory.mktemp("runs")
     argv = ["search", "--data", str(tone_fsdd), "--test-speakers", "s2", "--search-epochs", "2", "--epochs", "3",
-            "--max-ram-kb", "64", "--max-latency-ms", "5", "--runs-dir", str(runs_dir), "--name", "e2e", "--json",
+            "--max-ram-kb", "512", "--max-latency-ms", "5", "--runs-dir", str(runs_dir), "--name", "e2e", "--json",
             *TINY_SETS]
     with pytest.MonkeyPatch.context() as mp, one_torch_thread():
         for k, v in shared_env_dirs.items():

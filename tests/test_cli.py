@@ -71,14 +71,22 @@ def test_e2e_json_on_stdout(finished_run) -> None:
     for name, b in m["budgets"].items():
         assert isinstance(b["holds"], bool)
         assert b["holds"] == (b["measured"] <= b["limit"])
-        assert b["artifact"] == "model.int8.onnx"
-    assert m["budgets"]["ram"]["limit"] == 64 * 1024 and m["budgets"]["latency"]["limit"] == 5.0
+        # budgets are end to end by default: the shipped front end + the int8 classifier
+        assert b["scope"] == "end-to-end"
+        assert b["artifact"] == "model.int8.onnx + frontend.fp32.onnx"
+        assert b["model"]["artifact"] == "model.int8.onnx" and b["frontend"]["artifact"] == "frontend.fp32.onnx"
+        for what in ("measured", "estimated"):
+            assert b[what] == pytest.approx(b["model"][what] + b["frontend"][what], rel=1e-6)
+            assert b["model"][what] > 0 and b["frontend"][what] > 0
+    assert m["budgets"]["ram"]["limit"] == 512 * 1024 and m["budgets"]["latency"]["limit"] == 5.0
     assert m["budgets"]["latency"]["estimated"] > 0  # predicted by the measured latency table
+    assert m["budgets"]["latency"]["frontend"]["measured"] == m["latency_ms"]["frontend_budgeted"]
+    assert m["budgets"]["ram"]["model"]["measured"] == m["ram_bytes"]["int8_graph"]
     assert m["all_budgets_hold"] == all(b["holds"] for b in m["budgets"].values())
     assert m["latency_ms"]["int8_median"] > 0 and m["latency_ms"]["fp32_median"] > 0
     # onnxruntime-cpu's profile budgets the p10 of samples pooled over 10 loads
     assert m["latency_ms"]["statistic"] == "p10"
-    assert m["budgets"]["latency"]["measured"] == m["latency_ms"]["budgeted"] <= m["latency_ms"]["int8_median"]
+    assert m["budgets"]["latency"]["model"]["measured"] == m["latency_ms"]["budgeted"] <= m["latency_ms"]["int8_median"]
     for k in ("test_fp32_torch", "test_onnx_fp32", "test_onnx_int8", "test_tflite_fp32", "test_tflite_int8",
               "argmax_agreement_int8", "argmax_agreement_tflite_int8"):
         assert 0.0 <= m["accuracy"][k] <= 1.0, k
@@ -101,7 +109,7 @@ def test_e2e_artifacts_agree(finished_run) -> None:
     cfg = json.loads((path / "config.json").read_text())
     assert cfg["space"]["widths"] == [8, 16] and cfg["space"]["n_blocks"] == 2
     assert cfg["search"]["epochs"] == 2 and cfg["train"]["epochs"] == 3 and cfg["test_speakers"] == ["s2"]
-    assert cfg["measure"]["runs"] == 20 and cfg["max_ram_kb"] == 64.0
+    assert cfg["measure"]["runs"] == 20 and cfg["max_ram_kb"] == 512.0
     for name in ("export/model.fp32.onnx", "export/model.int8.onnx"):
         md = read_metadata(path / name)
         assert md["arch_hash"] == spec.hash()
@@ -144,7 +152,11 @@ def test_human_summary(finished_run, cli) -> None:
     out = res.out
     assert f"run: {m['run_dir']}" in out and f"test accuracy: fp32 {m['accuracy']['test_fp32_torch']:.4f}" in out
     assert f"onnx int8 {m['accuracy']['test_onnx_int8']:.4f}" in out and "before qat" not in out
-    assert "budget latency: measured" in out and f"report: {m['run_dir']}/report.md" in out
+    b = m["budgets"]["latency"]
+    assert (f"budget latency (p10, end-to-end): measured {b['measured']:.4g} ms = front end "
+            f"{b['frontend']['measured']:.4g} + model {b['model']['measured']:.4g} ms vs 5 ms: holds") in out
+    assert "latency on onnxruntime-cpu (median of the samples): front end " in out
+    assert f"report: {m['run_dir']}/report.md" in out
 
 
 def test_same_name_without_resume_is_refused(finished_run, cli) -> None:
@@ -169,7 +181,7 @@ def test_interrupted_run_resumes(tone_fsdd: Path, tmp_path: Path, cli, tiny_sets
 
     runs = tmp_path / "runs"
     argv = ["search", "--data", str(tone_fsdd), "--test-speakers", "s2", "--search-epochs", "1", "--epochs", "1",
-            "--max-ram-kb", "64", "--runs-dir", str(runs), "--name", "intr", "--quiet", *tiny_sets]
+            "--max-ram-kb", "512", "--runs-dir", str(runs), "--name", "intr", "--quiet", *tiny_sets]
 
     def interrupted(self, spec):  # Ctrl-C while exporting (fault injection)
         raise KeyboardInterrupt
@@ -200,8 +212,11 @@ def test_interrupted_run_resumes(tone_fsdd: Path, tmp_path: Path, cli, tiny_sets
 
 # ---- user errors: one line, non-zero exit, no traceback -----------------------------------------
 
-def _cheapest_latency(run_dir: Path, store: Path) -> float:
+def _cheapest_latency(run_dir: Path, store: Path, cache: Path) -> float:
+    """The cheapest end-to-end latency: model (latency table) + the front end of its data
+    configuration (the front-end table, whose measurements the run left in the store)."""
     from edgenas import config as C
+    from edgenas.devices.frontend_cost import build_frontend_table
     from edgenas.devices.latency_table import load_latency_table
     from edgenas.devices.registry import get_device
     from edgenas.spaces.kws_dscnn import KWSDSCNNSpace
@@ -216,7 +231,9 @@ def _cheapest_latency(run_dir: Path, store: Path) -> float:
         table = load_latency_table(dev, st, "onnx-int8")
         lat = MeasuredLatency(space, dev, st, table, "onnx-int8", runs=cfg.measure.chain_runs,
                             statistic="p10")  # the onnxruntime-cpu profile budgets p10
-        return min(lat.cost(s) for s in space.cheapest_candidates())
+        fe = build_frontend_table(dev, st, space.data_configs(), cache, stat="p10")
+        assert fe.measured == 0  # every front end was measured by the run and is read from the store
+        return min(lat.cost(s) + fe.get(s.data).latency_ms for s in space.cheapest_candidates())
 
 
 def test_infeasible_latency_budget(tone_fsdd: Path, tmp_path: Path, cli, tiny_sets, shared_env) -> None:
@@ -228,7 +245,7 @@ def test_infeasible_latency_budget(tone_fsdd: Path, tmp_path: Path, cli, tiny_se
     assert "infeasible budget: --max-latency-ms 1e-05" in line
     found = re.search(r"the cheapest spec reaches ([0-9.e+-]+) ms", line)
     assert found, line
-    cheapest = _cheapest_latency(runs / "kws" / "inf", shared_env["EDGENAS_STORE"])
+    cheapest = _cheapest_latency(runs / "kws" / "inf", shared_env["EDGENAS_STORE"], shared_env["EDGENAS_CACHE"])
     assert found.group(1) == f"{cheapest:.4g}"
     assert float(found.group(1)) > 1e-5
     assert res.out == ""
@@ -359,3 +376,27 @@ def test_console_script_is_installed() -> None:
     exe = shutil.which("edgenas") or str(Path(sys.executable).parent / "edgenas")
     p = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and p.stdout.strip().startswith("edgenas ")
+
+
+def test_budget_scope_model_budgets_the_classifier_alone(tone_fsdd: Path, tmp_path: Path, cli, tiny_sets,
+                                                         shared_env) -> None:
+    """`--budget-scope model` keeps the model-only meaning: a 64 KiB RAM budget that no front end
+    fits end to end is feasible for the classifier, and no front end is priced."""
+    runs = tmp_path / "runs"
+    res = cli(["search", "--data", str(tone_fsdd), "--test-speakers", "s2", "--search-epochs", "1", "--epochs", "1",
+               "--max-ram-kb", "64", "--max-latency-ms", "5", "--budget-scope", "model", "--runs-dir", str(runs),
+               "--name", "ms", "--json", "--quiet", *tiny_sets])
+    assert res.code == 0, res.err[-2000:]
+    m = res.json()
+    assert m["budget_scope"] == "model"
+    for b in m["budgets"].values():
+        assert b["scope"] == "model" and b["artifact"] == "model.int8.onnx"
+        # the shipped front end is still measured and shown, but not counted
+        assert b["measured"] == b["model"]["measured"] and b["frontend"]["measured"] > 0
+    assert m["budgets"]["ram"]["measured"] == m["ram_bytes"]["int8_graph"] <= 64 * 1024
+    assert m["budgets"]["latency"]["measured"] == m["latency_ms"]["budgeted"]
+    assert not [e for e in _events(runs / "kws" / "ms") if e["event"].startswith("frontend_table")]
+    # the same budget end to end cannot be met: the front end's float buffers alone exceed it
+    res = cli(["search", "--data", str(tone_fsdd), "--test-speakers", "s2", "--max-ram-kb", "64",
+               "--runs-dir", str(runs), "--name", "e2", "--quiet", *tiny_sets])
+    assert res.code == 3 and "--max-ram-kb 64 cannot be met" in _one_error_line(res)

@@ -86,3 +86,35 @@ def test_expected_cost_between_cheapest_and_dearest() -> None:
         vals = [m.cost(s) for s in random_specs(space, 100, seed=5)]
         e = float(m.expected_cost(uniform))
         assert min(vals) < e < max(vals)
+
+
+def test_end_to_end_adds_the_front_end_of_the_spec_data_configuration() -> None:
+    space = tiny_space(n_mfcc=(10, 20), windows=("30/10", "40/20"))
+    fe = {d.key(): 0.1 * (i + 1) for i, d in enumerate(space.data_configs())}
+    assert len(fe) == 4
+    model = cost.latency_lut(space, ToyTable())
+    e2e = cost.EndToEnd(space, model, fe)
+    assert (e2e.name, e2e.unit) == ("latency", "ms")
+    for spec in random_specs(space, 20, seed=6):
+        assert e2e.frontend_cost(spec) == fe[spec.data.key()]
+        assert e2e.cost(spec) == pytest.approx(model.cost(spec) + fe[spec.data.key()])
+        # one-hot probabilities: the expectation is the spec's own cost
+        assert float(e2e.expected_cost(space.one_hot(spec))) == pytest.approx(e2e.cost(spec), rel=1e-5)
+
+
+def test_end_to_end_expectation_prices_the_data_choice() -> None:
+    """The data logits get a gradient from the front end: the dearer front end is pushed down."""
+    space = tiny_space(n_mfcc=(10, 20))
+    cheap, dear = (d.key() for d in space.data_configs())
+    zero = cost.LayerCost(space, "latency", "ms", lambda d: 0.0)  # isolates the front-end term
+    e2e = cost.EndToEnd(space, zero, {cheap: 0.1, dear: 0.5})
+    logits = {p.name: torch.zeros(len(p.options), requires_grad=True) for p in space.choice_points()}
+    probs = {k: torch.softmax(v, 0) for k, v in logits.items()}
+    e = e2e.expected_cost(probs)
+    assert float(e.detach()) == pytest.approx(0.3, rel=1e-5)  # uniform over the two front ends
+    e.backward()
+    g = logits["data.n_mfcc"].grad
+    assert g is not None and g[1] > 0 > g[0]
+    missing = next(s for s in random_specs(space, 50) if s.data.key() == dear)
+    with pytest.raises(KeyError, match="no front-end latency"):
+        cost.EndToEnd(space, zero, {cheap: 0.1}).cost(missing)

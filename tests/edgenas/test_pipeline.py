@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from edgenas import config as C
+from edgenas import cost
 from edgenas import pipeline as P
 from edgenas.errors import ConfigError
 from edgenas.runs import RunDir
@@ -22,7 +23,7 @@ SETS = ["space.widths=8,16", "space.n_blocks=2", "space.n_mfcc=10", "space.windo
 
 
 def _cfg(data: Path, **flags: Any) -> C.RunConfig:
-    base = {"data": str(data), "test_speakers": ["s2"], "search.epochs": 2, "train.epochs": 2, "max_ram_kb": 64}
+    base = {"data": str(data), "test_speakers": ["s2"], "search.epochs": 2, "train.epochs": 2, "max_ram_kb": 512}
     base.update(flags)
     return C.resolve(sets=SETS, flags=base)
 
@@ -125,9 +126,12 @@ def test_resumed_run_is_complete_and_consistent(interrupted: Interrupted) -> Non
     assert ArchSpec.from_dict(derive["spec"]) == spec and derive["hash"] == spec.hash() == m["arch_hash"]
     assert isinstance(derive["repairs"], list)
     est = derive["estimates"]
-    assert est["ram_bytes"] <= 64 * 1024  # the derived (and repaired) spec holds by the cost model
-    assert m["budgets"]["ram"]["estimated"] == est["ram_bytes"]
-    assert m["budgets"]["ram"]["measured"] == m["ram_bytes"]["int8_graph"] > 0
+    # the derived (and repaired) spec holds by the cost model, end to end: front end + model
+    assert est["ram_bytes"] + est["frontend_ram_bytes"] <= 512 * 1024
+    assert m["budgets"]["ram"]["estimated"] == est["ram_bytes"] + est["frontend_ram_bytes"]
+    assert m["budgets"]["ram"]["model"]["estimated"] == est["ram_bytes"]
+    assert m["budgets"]["ram"]["model"]["measured"] == m["ram_bytes"]["int8_graph"] > 0
+    assert m["budgets"]["ram"]["frontend"]["measured"] == m["ram_bytes"]["frontend"] > 0
     assert m["macs"] == est["macs"] > 0
     train = state["stages"]["train"]["result"]
     assert train["train_examples"] == 48 and train["test_examples"] == 24  # train+val speakers s0, s1; test s2
@@ -150,6 +154,9 @@ def test_no_budgets_means_no_constraints(tone_fsdd: Path, tmp_path: Path) -> Non
         assert p.constraints() == []
         cons = P.Pipeline(replace(cfg, max_ram_kb=32.0, max_flash_kb=4.0), run).constraints()
         assert [(c.name, c.limit) for c in cons] == [("ram", 32 * 1024), ("flash", 4 * 1024)]
+        assert all(isinstance(c.model, cost.EndToEnd) for c in cons)  # budgets are end to end by default
+        model = P.Pipeline(replace(cfg, max_ram_kb=32.0, budget_scope="model"), run).constraints()
+        assert [type(c.model) for c in model] == [cost.LayerCost]
         assert p.space.num_classes == 10 and [d.key() for d in p.space.data_configs()] == \
             ["sr8000_mfcc10_mel40_w40_h20_c1000"]
 

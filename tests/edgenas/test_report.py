@@ -47,7 +47,7 @@ def test_metrics_rebuild_from_the_run_state(run_copy: Path) -> None:
     assert m["total_seconds"] == pytest.approx(sum(m["stage_seconds"].values()), abs=0.01)
     meas = state["stages"]["measure"]["result"]
     assert m["latency_ms"]["int8_median"] == meas["int8"]["latency"]["median_ms"]
-    assert m["budgets"]["ram"]["measured"] == meas["int8"]["peak_activation_bytes"]
+    assert m["budgets"]["ram"]["model"]["measured"] == meas["int8"]["peak_activation_bytes"]
 
 
 def test_report_is_reproducible(run_copy: Path) -> None:
@@ -172,7 +172,28 @@ def test_an_over_budget_latency_is_measured_again(run_copy: Path, tmp_path: Path
     assert "3 passes (" in text and "the lowest is the figure" in text
     _print_summary(m)
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("budget latency"))
-    assert line.endswith(f"VIOLATED (lowest of 3 passes: {', '.join(f'{x:.4g}' for x in passes)} ms)")
+    assert line.endswith(f"VIOLATED (model: lowest of 3 passes: {', '.join(f'{x:.4g}' for x in passes)} ms)")
     run, p, spec = _open(run_copy, max_latency_ms=1e-6, measure=replace(cfg.measure, confirm=0, runs=20))
     with run:
         assert "latency_passes_ms" not in p._stage_measure(spec)["int8"]  # confirm = 0: one pass
+
+
+def test_file_list_names_only_files_that_exist(run_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a plain install (no TensorFlow) the report lists what was written and names the extra."""
+    import importlib.util
+
+    from edgenas.report import _file_list
+
+    text = _file_list(run_copy)
+    for name in ("model.int8.onnx", "frontend.fp32.onnx", "model.int8.tflite", "frontend.fp32.tflite"):
+        assert name in text, name
+    assert "No TFLite files" not in text
+    for f in (run_copy / "export").glob("*.tflite"):
+        f.unlink()
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",  # TensorFlow missing (fault injection)
+                        lambda name, *a: None if name == "tensorflow" else real(name, *a))
+    text = _file_list(run_copy)
+    assert ".tflite," not in text and "(frontend.fp32.onnx, model.fp32.onnx, model.int8.onnx" in text
+    assert "pip install 'edgenas[tflite]'" in text and "edgenas export RUN --format tflite" in text
+

@@ -328,7 +328,7 @@ def test_plain_network_exports_to_onnx_and_int8_tflite_without_transpose(tmp_pat
 def test_cli_search_with_kws_tcn(tone_fsdd: Path, tmp_path: Path, cli, shared_env) -> None:
     runs = tmp_path / "runs"
     res = cli(["search", "--task", "kws", "--space", "kws-tcn", "--data", str(tone_fsdd), "--test-speakers", "s2",
-               "--search-epochs", "2", "--epochs", "2", "--max-ram-kb", "64", "--runs-dir", str(runs),
+               "--search-epochs", "2", "--epochs", "2", "--max-ram-kb", "512", "--runs-dir", str(runs),
                "--name", "tcn", "--json", "--quiet",
                "--set", "space.widths=8,16", "--set", "space.n_blocks=2", "--set", "space.n_mfcc=10",
                "--set", "space.windows=40/20", "--set", "space.stem_kernels=3,5", "--set", "measure.runs=20"])

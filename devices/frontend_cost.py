@@ -1,0 +1,166 @@
+"""What each data configuration's front end costs on a device: latency, peak RAM, flash.
+
+A budget is end to end (raw input → front end → classifier), so every data configuration of a
+space carries the cost of its front end. :func:`build_frontend_table` exports the front end of
+each configuration in the device's format (once per machine: the files are kept under
+``<cache>/frontends/``, keyed by the front-end exporter's source so that a new implementation is
+exported anew), measures the files the store does not hold yet for (device, runtime version,
+threads) — all of them in one batch, so an SSH board runs one runner invocation per chunk, not one
+per file — and reads peak activation memory and flash from each exported file:
+
+* latency: the ``stat`` of the front end's measurement (the budget's statistic);
+* RAM: peak activation bytes over the exported graph's execution order (float32 buffers: audio,
+  frames/spectrum, mel, MFCC), :func:`edgenas.export.graph_memory.onnx_memory_report` or
+  :func:`edgenas.export.tflite_export.verify_tflite`;
+* flash: the file's size.
+
+The bundle runs the two models one after the other in one process, each with its own buffers
+allocated at load, so end to end latency, RAM and flash are front end **plus** classifier
+(:class:`edgenas.cost.EndToEnd`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from edgenas.devices.base import Device, Measurement, MeasureManyError, measure_many, pooled
+from edgenas.errors import ConfigError, DeviceError
+from edgenas.events import EventSink, null_sink, progress
+from edgenas.spec import DataConfig
+from edgenas.store import Store, file_hash
+
+FRONTEND_FORMATS = ("onnx", "tflite")
+
+
+@dataclass(frozen=True)
+class FrontendCost:
+    """One data configuration's front end on one device."""
+
+    data_key: str
+    latency_ms: float
+    ram_bytes: int
+    flash_bytes: int
+    file: str  # the measured file (in the cache)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class FrontendTable:
+    device: str
+    runtime_version: str
+    threads: int
+    fmt: str
+    stat: str
+    entries: dict[str, FrontendCost]  # DataConfig.key() → cost
+    measured: int = field(default=0, compare=False)  # files measured by the build that made this table
+
+    def get(self, cfg: DataConfig) -> FrontendCost:
+        try:
+            return self.entries[cfg.key()]
+        except KeyError:
+            raise KeyError(f"data configuration {cfg.key()} has no front-end cost on {self.device} "
+                           f"({self.fmt}); build the front-end table for it") from None
+
+    def values(self, what: str) -> dict[str, float]:
+        """``what`` (latency_ms, ram_bytes, flash_bytes) of every data configuration."""
+        return {k: float(getattr(v, what)) for k, v in self.entries.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"device": self.device, "runtime_version": self.runtime_version, "threads": self.threads,
+                "fmt": self.fmt, "stat": self.stat, "measured_now": self.measured,
+                "entries": {k: v.to_dict() for k, v in self.entries.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FrontendTable":
+        return cls(d["device"], d["runtime_version"], int(d["threads"]), d["fmt"], d["stat"],
+                   {k: FrontendCost(**v) for k, v in d["entries"].items()}, int(d.get("measured_now", 0)))
+
+
+def frontend_format(device: Device) -> str:
+    fmt = device.artifact_format
+    if fmt not in FRONTEND_FORMATS:
+        raise ConfigError(f"device {device.name} runs {fmt or 'no'} models, so its front end cannot be measured "
+                          f"(front ends ship as {' or '.join(FRONTEND_FORMATS)}); use --budget-scope model")
+    return fmt
+
+
+def _exporter_version() -> str:
+    """Hash of the front-end exporter's source: a changed implementation exports (and is measured) anew."""
+    from edgenas.export import frontend
+
+    return hashlib.sha1(Path(frontend.__file__).read_bytes()).hexdigest()[:10]
+
+
+def frontend_file(cfg: DataConfig, fmt: str, cache_dir: Path) -> Path:
+    """The cached front-end file of ``cfg`` in ``fmt`` (exported now if missing); no standardisation
+    folded in: a folded mean/std changes the constants, not the cost."""
+    from edgenas.export.frontend import export_frontend_onnx, export_frontend_tflite
+
+    path = Path(cache_dir) / "frontends" / _exporter_version() / f"{cfg.key()}.{fmt}"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (export_frontend_onnx if fmt == "onnx" else export_frontend_tflite)(cfg, path)
+    return path
+
+
+def file_memory(path: Path) -> tuple[int, int]:
+    """(peak activation bytes, flash bytes) of a model file of either format."""
+    if path.suffix == ".tflite":
+        from edgenas.export.tflite_export import verify_tflite
+
+        r = verify_tflite(path)
+    else:
+        from edgenas.export.graph_memory import onnx_memory_report
+
+        r = onnx_memory_report(path)
+    return int(r["peak_activation_bytes"]), int(path.stat().st_size)
+
+
+def build_frontend_table(device: Device, store: Store, configs: Iterable[DataConfig], cache_dir: Path, *,
+                         stat: str = "median", runs: int = 100, warmup: int = 10, loads: int = 1,
+                         sink: EventSink | None = None) -> FrontendTable:
+    """Export, measure (what the store lacks) and price the front end of every configuration."""
+    sink = sink or null_sink
+    fmt = frontend_format(device)
+    version, threads = device.runtime_version(), device.threads
+    configs = list(dict.fromkeys(configs))
+    files: dict[str, Path] = {}
+    with progress(sink, f"front ends ({fmt}) exported", len(configs)) as tick:
+        for cfg in configs:
+            files[cfg.key()] = frontend_file(cfg, fmt, cache_dir)
+            tick(1)
+    hashes = {k: file_hash(p) for k, p in files.items()}
+    found: dict[str, Measurement] = {}
+    for k, h in hashes.items():
+        if (m := store.get_measurement(device.name, version, threads, h)) is not None:
+            found[k] = m
+    todo = [k for k in files if k not in found]
+    sink("frontend_table.start", device=device.name, fmt=fmt, known=len(found), todo=len(todo))
+    if todo:
+        passes: list[list[Measurement]] = []
+        with progress(sink, f"front ends measured on {device.name}", len(todo) * max(1, loads)) as tick:
+            for _ in range(max(1, loads)):  # separate loads of every file, samples pooled
+                try:
+                    passes.append(measure_many(device, [files[k] for k in todo], runs=runs, warmup=warmup,
+                                               threads=threads, on_result=lambda i, m: tick(1)))
+                except MeasureManyError as e:
+                    first = min(e.errors) if e.errors else 0
+                    raise DeviceError(f"front end {files[todo[first]].name} cannot run on {device.name}: {e}") from None
+        for i, k in enumerate(todo):
+            m = pooled([p[i] for p in passes])
+            store.put_measurement(hashes[k], m, kind="frontend", fmt=f"{fmt}-fp32", layer_key=f"frontend:{k}")
+            found[k] = m
+    entries = {}
+    for cfg in configs:
+        k = cfg.key()
+        ram, flash = file_memory(files[k])
+        entries[k] = FrontendCost(k, round(found[k].stat(stat), 6), ram, flash, str(files[k]))
+    table = FrontendTable(device.name, version, threads, fmt, stat, entries, measured=len(todo))
+    sink("frontend_table.end", device=device.name, fmt=fmt, entries=len(entries), measured=len(todo),
+         latency_ms={k: v.latency_ms for k, v in entries.items()})
+    return table
