@@ -16,7 +16,14 @@
    :func:`~edgenas.devices.base.measure_many` (one runner call per batch on SSH boards), every
    result stored at once in SQLite (kind ``chain``, with the spec hash). A rerun reuses every stored
    measurement without rebuilding anything, so an interrupted calibration resumes where it stopped.
-4. **Fit and report** — the learned predictor (:mod:`edgenas.devices.predictor`) on the training
+4. **Front ends** — every data configuration's front end (the float MFCC model the bundle runs
+   before the classifier) is exported and measured on the device too
+   (:func:`~edgenas.devices.frontend_cost.build_frontend_table`, reused from the store): the
+   per-data-configuration table the search adds to the predicted classifier latency. Before the
+   fit, the hold-out's front ends are measured once more in this sitting, so the end-to-end error
+   reported (table front end + predicted classifier vs. both measured now) includes the front
+   end's own repeatability.
+5. **Fit and report** — the learned predictor (:mod:`edgenas.devices.predictor`) on the training
    samples; on the hold-out: MAPE, share within ±10% and ±5%, next to the lookup table alone, the
    lookup table with a fitted line, and MACs-proportional. Saved as JSON (weights + metadata) with a
    Markdown report beside it.
@@ -36,6 +43,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgenas.devices.base import STATS, Device, MeasureManyError, Measurement, measure_many, pooled
+from edgenas.devices.frontend_cost import FrontendTable, build_frontend_table, frontend_format
 from edgenas.devices.latency_table import LatencyTable, build_latency_table
 from edgenas.devices.predictor import LatencyPredictor, SpecEncoder, errors, predictor_path, stamp
 from edgenas.errors import ConfigError, DeviceError
@@ -102,8 +110,9 @@ class Calibration:
 
     def __init__(self, space: SearchSpace, device: Device, store: Store, fmt: str,
                  settings: CalibrationSettings | None = None, sink: EventSink | None = None,
-                 root: Path | None = None) -> None:
+                 root: Path | None = None, cache_dir: Path | None = None) -> None:
         self.space, self.device, self.store, self.fmt = space, device, store, fmt
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()  # exported front ends
         self.s = settings or CalibrationSettings()
         self.sink = sink or null_sink
         self.root = Path(root) if root is not None else default_predictor_root()
@@ -115,6 +124,7 @@ class Calibration:
             raise ConfigError(f"hold-out fraction must be in [0.05, 0.5], got {self.s.holdout}")
         self.encoder = SpecEncoder.for_space(space)
         self.table: LatencyTable | None = None
+        self.frontends: FrontendTable | None = None  # None: the device's format has no front end
         self.timings: dict[str, float] = {}
         self.skipped: list[dict[str, str]] = []  # networks the device could not run
 
@@ -269,6 +279,16 @@ class Calibration:
         self.table = build_latency_table(self.device, self.space.all_layers(), self.store, self.fmt, sink=self.sink,
                                          runs=s.lut_runs, warmup=5, stat=s.statistic)
         self.timings["table_s"] = time.perf_counter() - t_start
+        t_fe = time.perf_counter()
+        try:
+            frontend_format(self.device)
+        except ConfigError:
+            self.frontends = None  # e.g. a PyTorch-only CUDA device: classifier only
+        else:
+            self.frontends = build_frontend_table(self.device, self.store, self.space.data_configs(),
+                                                  self.cache_dir, stat=s.statistic, runs=s.runs,
+                                                  warmup=s.warmup, loads=s.passes, sink=self.sink)
+        self.timings["frontend_s"] = time.perf_counter() - t_fe
         pool = self._pool(rng)
         cells = self._by_cell(pool)
         order = self._coverage_order(cells, rng)
@@ -306,8 +326,36 @@ class Calibration:
                 self.sink("calibration.round", **rounds[-1])
                 self._measure(new, tick)
                 train += [x for x in new if x.failed is None]
-        self.timings["samples_s"] = time.perf_counter() - t_start - self.timings["table_s"]
+        self.timings["samples_s"] = (time.perf_counter() - t_start - self.timings["table_s"]
+                                     - self.timings["frontend_s"])
         return self._finish(train, holdout, rounds, time.perf_counter() - t_start)
+
+    def _end_to_end(self, holdout: list[_Sample], y_ho: np.ndarray,
+                    preds: dict[str, np.ndarray]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """Hold-out errors of front end + classifier: each model's classifier prediction plus the
+        front-end table's entry, against the classifier measured plus its front end measured again
+        now (one more load of each hold-out data configuration's front end)."""
+        if self.frontends is None or not holdout:
+            return None, None
+        keys = sorted({smp.spec.data.key() for smp in holdout})
+        files = [Path(self.frontends.entries[k].file) for k in keys]
+        try:
+            again = measure_many(self.device, files, runs=self.s.runs, warmup=self.s.warmup, threads=self.device.threads)
+        except MeasureManyError as e:
+            raise DeviceError(f"front end cannot run on {self.device.name}: {e}") from None
+        now = {k: m.stat(self.s.statistic) for k, m in zip(keys, again)}
+        table = self.frontends.values("latency_ms")
+        fe_table = np.array([table[smp.spec.data.key()] for smp in holdout])
+        fe_now = np.array([now[smp.spec.data.key()] for smp in holdout])
+        truth = y_ho + fe_now
+        errs = {name: errors(np.asarray(p) + fe_table, truth) for name, p in preds.items()}
+        share = float(np.mean(fe_now / truth))
+        report = {"fmt": self.frontends.fmt, "measured_now": self.frontends.measured, "table_ms": table,
+                  "repeat_ms": now, "repeat_rel_diff": {k: abs(now[k] - table[k]) / now[k] for k in keys},
+                  "share_of_total": share}
+        self.sink("calibration.frontends", entries=len(table), share_of_total=share,
+                  mape_end_to_end=errs["learned"]["mape"])
+        return errs, report
 
     def _finish(self, train: list[_Sample], holdout: list[_Sample], rounds: list[dict[str, Any]],
                 seconds: float) -> dict[str, Any]:
@@ -328,6 +376,9 @@ class Calibration:
             "macs_proportional": errors(k * m_ho, y_ho),
         }
         tr = errors(model.predict_ms(x_tr), y_tr)
+        e2e, fe_report = self._end_to_end(holdout, y_ho, {"learned": model.predict_ms(x_ho), "lookup_table": t_ho,
+                                                          "lookup_table_fitted_line": a + b * t_ho,
+                                                          "macs_proportional": k * m_ho})
         info = self.device.info()
         model.metadata = {
             "device": self.device.name, "runtime": info.get("runtime"),
@@ -337,7 +388,8 @@ class Calibration:
             "samples": len(train), "holdout_samples": len(holdout), "created": stamp(),
             "statistic": self.s.statistic,
             "holdout": ho, "train": tr, "table_overhead_ms": self.table.overhead_ms, "table_stat": self.table.stat,
-            "table_entries": self.table.entries,
+            "table_entries": self.table.entries, "holdout_end_to_end": e2e,
+            "frontend_ms": None if self.frontends is None else self.frontends.values("latency_ms"),
         }
         path = model.save(self.path)
         report = {
@@ -346,6 +398,7 @@ class Calibration:
             "governor": device_governor(self.device), "statistic": self.s.statistic,
             "samples": len(train) + len(holdout), "train": len(train), "holdout": len(holdout),
             "holdout_errors": ho, "train_errors": tr, "adaptive_rounds": rounds,
+            "holdout_errors_end_to_end": e2e, "frontends": fe_report,
             "data_configs": len({s.cell[0] for s in train + holdout}),
             "macs_range": [float(min(s.macs for s in train + holdout)), float(max(s.macs for s in train + holdout))],
             "latency_range_ms": [float(min(y_tr.min(), y_ho.min())), float(max(y_tr.max(), y_ho.max()))],
@@ -374,6 +427,20 @@ def render_report(r: dict[str, Any]) -> str:
     for k, e in r["holdout_errors"].items():
         lines.append(f"| {names.get(k, k)} | {100 * e['mape']:.1f}% | {100 * e['within_10pct']:.0f}% | "
                      f"{100 * e['within_5pct']:.0f}% | {100 * e['max_rel_err']:.0f}% |")
+    e2e, fe = r.get("holdout_errors_end_to_end"), r.get("frontends")
+    if e2e and fe:
+        lines += ["", f"End to end (front end + classifier, as the bundle runs them): the {len(fe['table_ms'])} data "
+                      f"configurations' front ends ({fe['fmt']}, float) were measured on the device; on the hold-out "
+                      f"they are {100 * fe['share_of_total']:.0f}% of the total, and were measured again now "
+                      f"(largest change {100 * max(fe['repeat_rel_diff'].values()):.1f}%).", "",
+                  "| model + front-end table (hold-out, total) | MAPE | within ±10% | within ±5% | max error |",
+                  "|---|---|---|---|---|"]
+        for k, e in e2e.items():
+            lines.append(f"| {names.get(k, k)} | {100 * e['mape']:.1f}% | {100 * e['within_10pct']:.0f}% | "
+                         f"{100 * e['within_5pct']:.0f}% | {100 * e['max_rel_err']:.0f}% |")
+    elif "frontends" in r:
+        lines += ["", "Front ends: not measured (the device's format runs no front-end model); errors are for the "
+                      "classifier alone."]
     skipped = r.get("skipped") or []
     if skipped:
         lines += ["", f"Skipped {len(skipped)} sampled network(s) the device could not run (others drawn in their"
@@ -384,8 +451,8 @@ def render_report(r: dict[str, Any]) -> str:
 
 def calibrate(space: SearchSpace, device: Device, store: Store, fmt: str,
               settings: CalibrationSettings | None = None, sink: EventSink | None = None,
-              root: Path | None = None) -> dict[str, Any]:
+              root: Path | None = None, cache_dir: Path | None = None) -> dict[str, Any]:
     """Run one calibration; see the module docstring."""
     if not fmt.startswith(device.artifact_format + "-"):
         raise DeviceError(f"device {device.name} runs {device.artifact_format} models; cannot calibrate {fmt}")
-    return Calibration(space, device, store, fmt, settings, sink, root).run()
+    return Calibration(space, device, store, fmt, settings, sink, root, cache_dir).run()

@@ -204,6 +204,9 @@ def deploy_bundle(device: Any, bundle_dir: str | Path, *, wav: str | Path | None
     if isinstance(bench, dict):
         e2e = {"median": float(bench["median_ms"]), "p90": float(bench["p90_ms"]), "runs": int(bench["runs"]),
                "warmup": int(bench["warmup"])}
+        if "frontend_median_ms" in bench:  # a bundle's infer.py times its two stages apart
+            e2e.update(frontend_median=float(bench["frontend_median_ms"]), model_median=float(bench["model_median_ms"]),
+                       frontend_p90=float(bench["frontend_p90_ms"]), model_p90=float(bench["model_p90_ms"]))
     emit("deploy.run", device=name, label=result["label"], score=result.get("score"), end_to_end_ms=e2e,
          seconds=exec_s)
     ident = dict(probe.get("identity") or {})

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from edgenas.devices.base import Device
+from edgenas.devices.base import Device, Measurement, MeasureManyError, measure_many
 from edgenas.devices.measure import measure_cached
+from edgenas.errors import DeviceError
 from edgenas.events import EventSink, null_sink, progress
 from edgenas.spec import LayerDesc
 from edgenas.store import Store, file_hash
@@ -81,8 +82,14 @@ def build_latency_table(
     warmup: int = 5,
     overhead_shape: Sequence[int] = OVERHEAD_SHAPE,
     stat: str = "median",
+    batch: int = 64,
 ) -> LatencyTable:
-    """Measure the layers the store lacks (one micro-model session each) and return the table."""
+    """Measure the layers the store lacks and return the table.
+
+    The micro-models go to the device ``batch`` at a time through
+    :func:`~edgenas.devices.base.measure_many`: an SSH board runs one runner invocation per chunk
+    of its adapter's batch size, not one per layer. Each result is stored as it arrives, so an
+    interrupted build keeps what it measured."""
     from edgenas.export.micro import LATENCY_FORMATS, save_empty_model, save_layer_model
 
     if fmt not in LATENCY_FORMATS:
@@ -103,14 +110,25 @@ def build_latency_table(
         oh_path = save_empty_model(overhead_shape, fmt, tmp / f"empty.{ext}")
         overhead = measure_cached(device, store, oh_path, kind="overhead", fmt=fmt, runs=runs * 2,
                                   warmup=warmup, layer_key=f"overhead:{list(overhead_shape)}")
+        items = list(todo.values())
         with progress(sink, f"latency table {fmt} on {device.name}", len(todo)) as tick:
-            for i, (key, desc) in enumerate(todo.items()):
-                path = save_layer_model(desc, fmt, tmp / f"layer{i}.{ext}")
-                m = device.measure(path, runs=runs, warmup=warmup, threads=threads)
-                store.put_layer(key, file_hash(path), m, fmt)
-                known[key] = m.stat(stat)
-                path.unlink()
-                tick(1, layer=desc.name, ms=round(m.stat(stat), 4))
+            for start in range(0, len(items), batch):  # one measure_many per batch: one runner call on a board
+                chunk = items[start:start + batch]
+                paths = [save_layer_model(d, fmt, tmp / f"layer{start + i}.{ext}") for i, d in enumerate(chunk)]
+
+                def stored(i: int, m: Measurement, chunk: list[LayerDesc] = chunk, paths: list[Path] = paths) -> None:
+                    store.put_layer(chunk[i].key(), file_hash(paths[i]), m, fmt)  # kept as it arrives
+                    known[chunk[i].key()] = m.stat(stat)
+                    tick(1, layer=chunk[i].name, ms=round(m.stat(stat), 4))
+
+                try:
+                    measure_many(device, paths, runs=runs, warmup=warmup, threads=threads, on_result=stored)
+                except MeasureManyError as e:
+                    first = min(e.errors) if e.errors else None
+                    what = f"layer {chunk[first].name} ({chunk[first].kind} {chunk[first].in_shape}): " if first is not None else ""
+                    raise DeviceError(f"latency table on {device.name}: {what}{e}") from None
+                for path in paths:
+                    path.unlink()
     table = LatencyTable(device.name, version, threads, fmt, known, overhead.stat(stat), stat=stat,
                          measured=len(todo))
     sink("latency_table.end", device=device.name, fmt=fmt, entries=len(known), measured=len(todo),

@@ -392,8 +392,10 @@ def cmd_deploy(a: argparse.Namespace) -> int:
           f"[{runtime}; bundle in {res['remote_dir']}]")
     lat = res.get("end_to_end_ms")
     if lat:
-        print(f"end-to-end latency (front end + model): median {lat['median']:.3f} ms, p90 {lat['p90']:.3f} ms "
-              f"over {lat['runs']} runs")
+        parts = (f": front end {lat['frontend_median']:.3f} ms + model {lat['model_median']:.3f} ms (medians)"
+                 if "frontend_median" in lat else "")
+        print(f"latency on {res['device']} over {lat['runs']} runs{parts}; total (front end + model) median "
+              f"{lat['median']:.3f} ms, p90 {lat['p90']:.3f} ms")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,9 @@ from edgenas.spaces.kws_dscnn import KWSSpaceConfig
 from edgenas.store import Store
 
 SMALL = KWSSpaceConfig(widths=(16, 32), n_blocks=2)
+
+
+CACHE = Path(tempfile.mkdtemp(prefix="edgenas-test-frontends-"))  # exported front ends, never ~/.cache
 
 
 class CountingORT(OnnxRuntimeCPU):
@@ -39,7 +43,7 @@ def calibrated(tmp_path_factory: pytest.TempPathFactory):
     settings = CalibrationSettings(samples=40, runs=5, warmup=2, lut_runs=5, batch=10, pool=2000)
     events: list[tuple[str, dict]] = []
     report = calibrate(space, dev, store, "onnx-int8", settings, sink=lambda e, **f: events.append((e, f)),
-                       root=base / "predictors")
+                       root=base / "predictors", cache_dir=CACHE)
     return base, space, dev, store, settings, report, events
 
 
@@ -61,6 +65,15 @@ def test_report_and_files(calibrated) -> None:
     assert path.with_suffix(".report.md").read_text().count("|") > 20
     assert json.loads(path.with_suffix(".report.json").read_text())["samples"] == 40
     assert any(e == "calibration.round" for e, _ in events)  # adaptive sampling happened
+    # the front ends: every data configuration measured, the error reported for the total
+    fe = report["frontends"]
+    assert set(fe["table_ms"]) == {d.key() for d in space.data_configs()} and fe["fmt"] == "onnx"
+    assert fe["measured_now"] == len(space.data_configs()) and 0 < fe["share_of_total"] < 1
+    e2e = report["holdout_errors_end_to_end"]
+    assert set(e2e) == set(report["holdout_errors"]) and e2e["learned"]["n"] == 8
+    assert "End to end (front end + classifier" in path.with_suffix(".report.md").read_text()
+    md = LatencyPredictor.load(path).metadata
+    assert md["frontend_ms"] == fe["table_ms"] and md["holdout_end_to_end"] == e2e
     assert any(e == "progress.start" and "calibration" in f["desc"] for e, f in events)
 
 
@@ -78,9 +91,12 @@ def test_samples_cover_every_data_config_and_the_cost_range(calibrated) -> None:
 def test_rerun_reuses_every_measurement(calibrated) -> None:
     base, space, _, store, settings, report, _ = calibrated
     dev = CountingORT()
-    again = calibrate(space, dev, store, "onnx-int8", settings, root=base / "predictors")
-    assert dev.measured == 0  # the table and all 40 networks came from the store
+    again = calibrate(space, dev, store, "onnx-int8", settings, root=base / "predictors", cache_dir=CACHE)
+    # the table, the front ends and all 40 networks came from the store; only the hold-out's front
+    # ends are measured again (the end-to-end error includes their repeatability)
+    assert dev.measured == len(report["frontends"]["repeat_ms"])
     assert again["holdout_errors"] == report["holdout_errors"]
+    assert again["frontends"]["table_ms"] == report["frontends"]["table_ms"]
 
 
 def test_interrupted_calibration_resumes(tmp_path: Path) -> None:
@@ -88,7 +104,7 @@ def test_interrupted_calibration_resumes(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.sqlite")
     settings = CalibrationSettings(samples=20, runs=3, warmup=1, lut_runs=3, batch=5, pool=1000)
 
-    n_table = len({d.key() for d in space.all_layers()}) + 1
+    n_table = len({d.key() for d in space.all_layers()}) + 1 + len(space.data_configs()) * settings.passes
 
     class Dying(CountingORT):
         def measure(self, artifact, runs=100, warmup=10, threads=None):  # type: ignore[no-untyped-def]
@@ -97,14 +113,15 @@ def test_interrupted_calibration_resumes(tmp_path: Path) -> None:
             return super().measure(artifact, runs=runs, warmup=warmup, threads=threads)
 
     with pytest.raises(KeyboardInterrupt):
-        calibrate(space, Dying(), store, "onnx-int8", settings, root=tmp_path / "p")
+        calibrate(space, Dying(), store, "onnx-int8", settings, root=tmp_path / "p", cache_dir=CACHE)
     dev = CountingORT()
     have = len(store.spec_measurements(dev.name, dev.runtime_version(), 1, "onnx-int8"))
     assert 0 < have < 20
     assert not (tmp_path / "p").exists() or not list((tmp_path / "p").rglob("*.json"))
-    report = calibrate(space, dev, store, "onnx-int8", settings, root=tmp_path / "p")
+    report = calibrate(space, dev, store, "onnx-int8", settings, root=tmp_path / "p", cache_dir=CACHE)
     assert have == 5  # the first batch, stored after its passes
-    assert dev.measured == (20 - have) * settings.passes and report["samples"] == 20
+    assert dev.measured == (20 - have) * settings.passes + len(report["frontends"]["repeat_ms"])
+    assert report["samples"] == 20
 
 
 def test_bad_settings_are_one_line_errors(tmp_path: Path) -> None:
@@ -119,7 +136,7 @@ def test_low_percentile_statistic(calibrated, tmp_path: Path) -> None:
     base, space, dev, store, settings, report, _ = calibrated
     from dataclasses import replace
 
-    p10 = calibrate(space, CountingORT(), store, "onnx-int8", replace(settings, statistic="p10"), root=tmp_path)
+    p10 = calibrate(space, CountingORT(), store, "onnx-int8", replace(settings, statistic="p10"), root=tmp_path, cache_dir=CACHE)
     assert p10["statistic"] == "p10" and Path(p10["predictor"]).name == "kws-dscnn-v1.onnx-int8.p10.json"
     assert LatencyPredictor.load(p10["predictor"]).metadata["statistic"] == "p10"
     for pt, med in zip(p10["holdout_points"], report["holdout_points"]):
@@ -134,7 +151,7 @@ def test_networks_the_device_cannot_run_are_skipped_and_reported(tmp_path: Path)
     the allowed few stop the calibration with a one-line error."""
     space = get_space("kws-dscnn", num_classes=12, config=SMALL)
     settings = CalibrationSettings(samples=20, runs=3, warmup=1, lut_runs=3, batch=5, pool=1000)
-    n_table = len({d.key() for d in space.all_layers()}) + 1
+    n_table = len({d.key() for d in space.all_layers()}) + 1 + len(space.data_configs()) * settings.passes
 
     class Refusing(CountingORT):
         def __init__(self, refuse: set[int]) -> None:
@@ -151,7 +168,7 @@ def test_networks_the_device_cannot_run_are_skipped_and_reported(tmp_path: Path)
     events: list[tuple[str, dict]] = []
     dev = Refusing({1, 7})  # the 2nd network of the first pass, and one in a later pass or batch
     report = calibrate(space, dev, Store(tmp_path / "s.sqlite"), "onnx-int8", settings,
-                       sink=lambda e, **f: events.append((e, f)), root=tmp_path / "p")
+                       sink=lambda e, **f: events.append((e, f)), root=tmp_path / "p", cache_dir=CACHE)
     skipped = report["skipped"]
     assert len(skipped) == 2 and all("injected" in s["reason"] for s in skipped)
     assert report["samples"] == 20  # replacements drawn
@@ -162,4 +179,4 @@ def test_networks_the_device_cannot_run_are_skipped_and_reported(tmp_path: Path)
     assert "Skipped 2 sampled network(s)" in md
     with pytest.raises(DeviceError, match=r"could not run 4 of the sampled networks \(more than 3\); first: cannot load"):
         calibrate(space, Refusing(set(range(0, 200, 2))), Store(tmp_path / "s2.sqlite"), "onnx-int8", settings,
-                  root=tmp_path / "p2")
+                  root=tmp_path / "p2", cache_dir=CACHE)

@@ -365,3 +365,32 @@ def test_measure_many_falls_back_to_a_loop(tmp_path: Path, small_onnx: Path) -> 
     with pytest.raises(MeasureManyError, match="bad.onnx") as e:
         measure_many(dev, [paths[0], bad, paths[1]], runs=3, warmup=1)
     assert sorted(e.value.partial) == [0, 2] and list(e.value.errors) == [1]
+
+
+def test_latency_and_frontend_tables_batch_runner_calls(ssh_board: StandInBoard, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Calibration's per-layer table and the front-end table go to the board in batches: one runner
+    invocation per chunk of micro-models, not one per layer; both land in the store."""
+    from edgenas.devices.frontend_cost import build_frontend_table
+    from edgenas.devices.latency_table import build_latency_table
+    from edgenas.spec import DataConfig, LayerDesc
+    from edgenas.store import Store
+
+    layers = [LayerDesc(f"c{c}", "conv2d", (c, 12, 5), (c, 12, 5), (3, 3), (1, 1), (1, 1, 1, 1), c, "relu")
+              for c in (8, 16, 24, 32, 40, 48, 56)]
+    with board_device(ssh_board, tmp_path) as dev, Store(tmp_path / "s.sqlite") as store:
+        dev.check()
+        calls = count_runner_calls(dev, monkeypatch)
+        table = build_latency_table(dev, layers, store, "onnx-fp32", runs=5, warmup=1, batch=4)
+        batches = [c for c in calls if c[:1] == ["--batch"]]
+        # the overhead model, then 7 layers in chunks of 4: three runner invocations, not eight
+        assert len(batches) == 3 and table.measured == 7 and len(table.entries) == 7
+        assert len(store.measurements(kind="layer", device=dev.name)) == 7
+        calls.clear()
+        configs = [DataConfig(8000, 10, 40, 40.0, 20.0), DataConfig(8000, 10, 40, 30.0, 10.0)]
+        fe = build_frontend_table(dev, store, configs, tmp_path / "cache", runs=5, warmup=1)
+        assert len([c for c in calls if c[:1] == ["--batch"]]) == 1 and fe.measured == 2
+        assert all(v.latency_ms > 0 for v in fe.entries.values())
+        calls.clear()
+        assert build_frontend_table(dev, store, configs, tmp_path / "cache", runs=5, warmup=1).measured == 0
+        assert not [c for c in calls if c[:1] == ["--batch"]]

@@ -211,6 +211,7 @@ def test_bench(bundle: dict, json_out: bool) -> None:
     if json_out:
         b = json.loads(res.stdout)["bench"]
         assert b["runs"] == 5 and b["warmup"] == 2 and 0 < b["median_ms"] <= b["p90_ms"]
+        assert 0 < b["frontend_median_ms"] <= b["median_ms"] and 0 < b["model_median_ms"] <= b["median_ms"]
     else:
         lines = res.stdout.strip().splitlines()
         assert len(lines) == 2 and lines[0].split()[0] == "zero"
