@@ -32,13 +32,15 @@ class KWSSpaceConfig:
 
     sample_rates: tuple[int, ...] = (8000, 16000)
     n_mfcc: tuple[int, ...] = (10, 20, 40)
-    windows: tuple[str, ...] = ("30/10", "40/20")  # window/hop in ms
-    n_mels: int = 40
+    # window/hop in ms: 64/32 halves the frames (front end and classifier) of 30/10's third
+    windows: tuple[str, ...] = ("30/10", "40/20", "64/32")
+    # mel bands: one value is fixed, several are a data choice point (every n_mfcc must fit the smallest)
+    n_mels: tuple[int, ...] = (40,)
     stem_kernels: tuple[str, ...] = ("3x3", "5x3", "10x4")  # time x frequency
     # temporal resolution is already searched by the window/hop data choice; "1x1" and "2x1" are
     # allowed (they multiply search time by 2-4x and, being shape-changing, are always sampled)
     stem_strides: tuple[str, ...] = ("2x2",)
-    widths: tuple[int, ...] = (16, 32, 48, 64)
+    widths: tuple[int, ...] = (16, 32, 48, 64, 96, 128)  # beyond DS-CNN-S's 64: a loose budget buys more
     n_blocks: int = 5
     block_ops: tuple[str, ...] = ("dw3x3", "dw5x5", "skip")
     # supernet only: one stem convolution for every data option (each keeps its own BatchNorm),
@@ -93,8 +95,13 @@ class KWSDSCNNSpace(SearchSpace):
         rates = tuple(r for r in cfg.sample_rates if max_sample_rate is None or r <= max_sample_rate)
         if not rates:
             raise ConfigError(f"no sample rate of {list(cfg.sample_rates)} is ≤ the dataset's native rate {max_sample_rate}")
-        if any(n > cfg.n_mels for n in cfg.n_mfcc):
-            raise ConfigError(f"n_mfcc options {list(cfg.n_mfcc)} exceed n_mels={cfg.n_mels}")
+        mels = (cfg.n_mels,) if isinstance(cfg.n_mels, int) else tuple(int(m) for m in cfg.n_mels)
+        if not mels or min(mels) <= 0:
+            raise ConfigError(f"space.n_mels must be positive integers, got {cfg.n_mels!r}")
+        if any(n > min(mels) for n in cfg.n_mfcc):
+            raise ConfigError(f"n_mfcc options {list(cfg.n_mfcc)} exceed n_mels={min(mels)} "
+                              "(every n_mfcc option must fit every n_mels option)")
+        self._mels = mels
         for w in cfg.windows:
             _window(w)
         for k in cfg.stem_kernels + cfg.stem_strides:
@@ -105,6 +112,7 @@ class KWSDSCNNSpace(SearchSpace):
         data_points = [
             ChoicePoint("data.sample_rate", tuple(str(r) for r in rates), "data", sampled=True),
             ChoicePoint("data.n_mfcc", tuple(str(n) for n in cfg.n_mfcc), "data", sampled=True),
+            *([ChoicePoint("data.n_mels", tuple(str(m) for m in mels), "data", sampled=True)] if len(mels) > 1 else []),
             ChoicePoint("data.window", tuple(f"{_num(_window(w)[0])}/{_num(_window(w)[1])}" for w in cfg.windows),
                         "data", sampled=True),
         ]
@@ -123,11 +131,14 @@ class KWSDSCNNSpace(SearchSpace):
     def data_config(self, labels: Mapping[str, str]) -> DataConfig:
         win, hop = _window(labels["data.window"])
         return DataConfig(sample_rate=int(labels["data.sample_rate"]), n_mfcc=int(labels["data.n_mfcc"]),
-                          n_mels=self.cfg.n_mels, win_ms=win, hop_ms=hop)
+                          n_mels=int(labels.get("data.n_mels", self._mels[0])), win_ms=win, hop_ms=hop)
 
     def data_labels(self, cfg: DataConfig) -> dict[str, str]:
-        return {"data.sample_rate": str(cfg.sample_rate), "data.n_mfcc": str(cfg.n_mfcc),
-                "data.window": f"{_num(cfg.win_ms)}/{_num(cfg.hop_ms)}"}
+        labels = {"data.sample_rate": str(cfg.sample_rate), "data.n_mfcc": str(cfg.n_mfcc),
+                  "data.window": f"{_num(cfg.win_ms)}/{_num(cfg.hop_ms)}"}
+        if len(self._mels) > 1:
+            labels["data.n_mels"] = str(cfg.n_mels)
+        return labels
 
     # ---- layer descriptors (the one place shapes are computed) -----------------------------
     @staticmethod

@@ -52,7 +52,7 @@ class KWSTCNSpaceConfig:
     sample_rates: tuple[int, ...] = (8000, 16000)
     n_mfcc: tuple[int, ...] = (10, 20, 40)
     windows: tuple[str, ...] = ("30/10", "40/20")  # window/hop in ms
-    n_mels: int = 40
+    n_mels: tuple[int, ...] = (40,)  # several: a data choice point (as in kws-dscnn)
     stem_kernels: tuple[int, ...] = (3, 5, 9)  # temporal; the stem spans every MFCC coefficient
     stem_strides: tuple[int, ...] = (1,)  # temporal; shape-changing, so always sampled
     widths: tuple[int, ...] = (16, 24, 32, 48)

@@ -290,6 +290,8 @@ def test_kws_data_options_follow_native_rate() -> None:
     "cfg, fragment",
     [
         (KWSSpaceConfig(n_mfcc=(10, 50)), "exceed n_mels=40"),
+        (KWSSpaceConfig(n_mfcc=(10, 40), n_mels=(20, 40)), "exceed n_mels=20"),
+        (KWSSpaceConfig(n_mels=()), "space.n_mels must be positive"),
         (KWSSpaceConfig(windows=("40-20",)), "window must be 'win_ms/hop_ms'"),
         (KWSSpaceConfig(stem_kernels=("3y3",)), "expected AxB"),
         (KWSSpaceConfig(block_ops=("conv3x3",)), "unknown block op"),
@@ -402,3 +404,33 @@ def test_kws_supernet_shared_stem_trains_on_every_data_option() -> None:
     torch.nn.functional.cross_entropy(out, torch.arange(4) % 3).backward()
     g = net.stems[0].weight.grad
     assert g is not None and float(g.abs().sum()) > 0
+
+
+def test_default_kws_data_space_trades_frames_and_widths_beyond_dscnn_s() -> None:
+    space = KWSDSCNNSpace(12)
+    assert space.point("data.window").options == ("30/10", "40/20", "64/32")
+    assert {d.n_frames for d in space.data_configs()} == {98, 49, 30}
+    assert space.point("stem.width").options[-2:] == ("96", "128")
+    assert "data.n_mels" not in [p.name for p in space.data_points]  # one n_mels: not a choice point
+    assert {d.n_mels for d in space.data_configs()} == {40}
+
+
+def test_several_n_mels_are_a_data_choice_point() -> None:
+    cfg = KWSSpaceConfig(sample_rates=(8000,), n_mfcc=(10, 20), n_mels=(20, 32, 40), windows=("40/20",),
+                         widths=(8,), n_blocks=1)
+    space = KWSDSCNNSpace(5, cfg)
+    assert space.point("data.n_mels").options == ("20", "32", "40")
+    datas = space.data_configs()
+    assert len(datas) == 6 and {(d.n_mfcc, d.n_mels) for d in datas} == {(m, b) for m in (10, 20) for b in (20, 32, 40)}
+    for i, d in enumerate(datas):  # labels, index and the spec round trip agree
+        labels = space.data_labels(d)
+        assert labels["data.n_mels"] == str(d.n_mels) and space.data_index(labels) == i
+    spec = random_specs(space, 1, seed=1)[0]
+    assert space.spec(space.selection(spec)) == spec
+    uniform = {p.name: torch.full((len(p.options),), 1 / len(p.options)) for p in space.choice_points()}
+    assert space.data_probs(uniform).shape == (6,)
+    net = space.supernet()
+    for d, data in enumerate(datas):
+        x = torch.randn(2, 1, *data.feature_shape)
+        gates = {k: v for k, v in uniform.items()}
+        assert net(x, d, gates, False).shape == (2, 5)
