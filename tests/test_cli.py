@@ -372,6 +372,18 @@ def test_devices_check_unreachable_board_is_one_line(cli) -> None:
     assert "rpi4" in line and "unreachable" in line
 
 
+def test_search_on_an_unreachable_board_fails_before_any_data_work(tone_fsdd: Path, tmp_path: Path, cli,
+                                                                   tiny_sets) -> None:
+    runs = tmp_path / "runs"
+    res = cli(["search", "--device", "rpi4", "--data", str(tone_fsdd), "--test-speakers", "s2",
+               "--max-latency-ms", "5", "--runs-dir", str(runs), "--name", "far", "--quiet", *tiny_sets])
+    assert res.code != 0 and res.out == ""
+    line = _one_error_line(res)
+    assert "rpi4" in line and "unreachable" in line
+    started = [e["stage"] for e in _events(runs / "kws" / "far") if e["event"] == "stage.start"]
+    assert started == ["config"]  # no features computed, nothing measured
+
+
 def test_console_script_is_installed() -> None:
     exe = shutil.which("edgenas") or str(Path(sys.executable).parent / "edgenas")
     p = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=120)

@@ -16,7 +16,7 @@ from edgenas.spaces import get_space
 from edgenas.spaces.kws_dscnn import KWSSpaceConfig
 from edgenas.store import Store
 
-SMALL = KWSSpaceConfig(widths=(16, 32), n_blocks=2)
+SMALL = KWSSpaceConfig(windows=("30/10", "40/20"), widths=(16, 32), n_blocks=2)
 
 
 CACHE = Path(tempfile.mkdtemp(prefix="edgenas-test-frontends-"))  # exported front ends, never ~/.cache
