@@ -16,8 +16,10 @@ from edgenas.errors import EdgenasError
 
 SEARCH_EXAMPLES = """\
 examples:
-  edgenas search --task kws --device onnxruntime-cpu --max-latency-ms 0.2 --max-ram-kb 64
-      search the generated demo dataset (synthetic espeak-ng keywords)
+  edgenas search --task kws --device onnxruntime-cpu --max-latency-ms 0.3 --max-ram-kb 256
+      search the generated demo dataset (synthetic espeak-ng keywords); budgets end to end
+  edgenas search --device rpi4 --max-latency-ms 5 --max-ram-kb 64 --budget-scope model
+      an MCU-sized RAM budget for the classifier alone (a float front end holds ~100-400 KiB)
   edgenas search --data ../shared/data/fsdd --test-speakers nicolas --max-latency-ms 0.1
       Free Spoken Digit Dataset, speaker 'nicolas' held out for the test split
   edgenas search --data ~/speech_commands_v0.02 --name sc12 --search-epochs 20 --epochs 40

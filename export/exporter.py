@@ -213,7 +213,7 @@ class _Exporter:
         import torch
 
         from edgenas.datasets.features import mfcc
-        from edgenas.export.frontend import export_frontend_onnx, export_frontend_tflite, run_frontend
+        from edgenas.export.frontend import export_frontend_onnx, export_frontend_tflite, read_frontend_metadata, run_frontend
 
         job = self.job
         cfg = job.spec.data
@@ -233,6 +233,7 @@ class _Exporter:
             except ExportError as e:
                 out[fmt] = {**rec, "status": "failed", "failures": [str(e)]}
                 continue
+            rec["impl"] = read_frontend_metadata(path).get("frontend_impl")  # which implementation shipped
             rec["max_abs_diff_vs_training_features"] = float(np.abs(feats - ref_feats).max())
             rec["feature_range"] = float(ref_feats.max() - ref_feats.min())
             rec["flash_bytes"] = path.stat().st_size
@@ -329,7 +330,7 @@ def render(r: dict[str, Any]) -> str:
                 continue
             raw = (f"{_pct(rec['raw_audio_int8_acc'])} ({rec['raw_audio_vs_torch_points']:+.2f} points)"
                    if "raw_audio_int8_acc" in rec else "–")
-            lines.append(f"| {rec['file']} | {rec['max_abs_diff_vs_training_features']:.2e} "
+            lines.append(f"| {rec['file']} ({rec.get('impl') or 'stft'}) | {rec['max_abs_diff_vs_training_features']:.2e} "
                          f"({rec['feature_range']:.1f}) | {raw} |")
     lines += ["", "Peak activation RAM of a file: tensor lifetimes over its execution order (int8 tensors 1 byte). "
               "Flash: file size. The ONNX int8 model keeps float tensors between Q/DQ pairs by design (QDQ format); "

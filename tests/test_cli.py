@@ -125,6 +125,11 @@ def test_e2e_artifacts_agree(finished_run) -> None:
     assert export["models"]["tflite-int8"]["transpose_ops"] == 0
     assert export["models"]["onnx-fp32"]["max_abs_diff_vs_torch"] <= 1e-4
     assert export["frontend"]["tflite"]["max_abs_diff_vs_training_features"] < 1e-3
+    from edgenas.export.frontend import DEFAULT_IMPL
+
+    for fmt in ("onnx", "tflite"):  # the fastest implementation per format shipped, and it says so
+        assert export["frontend"][fmt]["impl"] == DEFAULT_IMPL[fmt]
+        assert abs(export["frontend"][fmt]["raw_audio_vs_torch_points"]) <= 0.5
     report = (path / "report.md").read_text()
     assert "## Budgets (as measured)" in report and "--max-ram-kb" in report and "--max-latency-ms" in report
     assert m["arch_hash"] in report
