@@ -760,7 +760,7 @@ def main() -> None:
         md += ("\n\n" if md else "") + e2e_markdown(e2e, cell_table)
     common.write(a.out, "search_quality", {"rows": every, "paired": pairs, "end_to_end": cell_table}, md)
     plot([r for r in old if r.get("mode", "quick") == mode], a.out)  # every row of this grid's mode, as the table
-    plot_e2e([r for r in e2e if r.get("mode", "quick") == mode], a.out)
+    plot([r for r in e2e if r.get("mode", "quick") == mode], a.out, e2e=True)
 
 
 def _ms(vals: list[float]) -> str:
@@ -1014,48 +1014,30 @@ def e2e_markdown(rows: list[dict[str, Any]], table: list[list[Any]]) -> str:
     return "\n".join(lines).rstrip() + "\n\n" + common.table(E2E_HEADERS, table)
 
 
-def plot_e2e(rows: list[dict[str, Any]], out: Path) -> None:
-    """Test int8 accuracy against measured end-to-end latency, one panel per (dataset, device)."""
+def plot(rows: list[dict[str, Any]], out: Path, e2e: bool = False) -> None:
+    """Test int8 accuracy against measured latency (the int8 model's, or front end + model's with
+    ``e2e``), one panel per (dataset, device), the budgets as dashed lines."""
     plt = common.pyplot()
     if plt is None or not rows:
         return
     keys = sorted({(r["dataset"], r["device"]) for r in rows})
+    methods = sorted({_label(r) for r in rows}, key=_method_order if e2e else None)
+    x = "e2e_ms" if e2e else "latency_ms"
     fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4), squeeze=False)
     for ax, (ds, dev) in zip(axes[0], keys):
         mine = [r for r in rows if r["dataset"] == ds and r["device"] == dev]
-        for i, method in enumerate(sorted({_label(r) for r in mine}, key=_method_order)):
-            pts = [(r["e2e_ms"], r["test_int8"]) for r in mine if _label(r) == method]
-            ax.scatter(*zip(*pts), label=method, marker="o^sDv"[i // 10 % 5])
-        for b in sorted({r["budget_ms"] for r in mine}):
-            ax.axvline(b, color="grey", lw=0.8, ls="--")
-        ax.set_title(f"{ds} on {dev}, end to end")
-        ax.set_xlabel("measured front end + int8 model latency (ms)")
-        ax.set_ylabel("test accuracy (int8)")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "search_quality.e2e.png", dpi=120)
-
-
-def plot(rows: list[dict[str, Any]], out: Path) -> None:
-    plt = common.pyplot()
-    if plt is None or not rows:
-        return
-    keys = sorted({(r["dataset"], r["device"]) for r in rows})
-    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4), squeeze=False)
-    for ax, (ds, dev) in zip(axes[0], keys):
-        for i, method in enumerate(sorted({_label(r) for r in rows})):
-            pts = [(r["latency_ms"], r["test_int8"]) for r in rows
-                   if r["dataset"] == ds and r["device"] == dev and _label(r) == method]
+        for i, method in enumerate(methods):
+            pts = [(r[x], r["test_int8"]) for r in mine if _label(r) == method]
             if pts:
                 ax.scatter(*zip(*pts), label=method, marker="o^sDv"[i // 10 % 5])  # colours repeat after ten
-        for b in sorted({r["budget_ms"] for r in rows if r["dataset"] == ds and r["device"] == dev}):
+        for b in sorted({r["budget_ms"] for r in mine}):
             ax.axvline(b, color="grey", lw=0.8, ls="--")
-        ax.set_title(f"{ds} on {dev}")
-        ax.set_xlabel("measured int8 latency (ms)")
+        ax.set_title(f"{ds} on {dev}" + (", end to end" if e2e else ""))
+        ax.set_xlabel("measured front end + int8 model latency (ms)" if e2e else "measured int8 latency (ms)")
         ax.set_ylabel("test accuracy (int8)")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "search_quality.png", dpi=120)
+    fig.savefig(out / ("search_quality.e2e.png" if e2e else "search_quality.png"), dpi=120)
 
 
 if __name__ == "__main__":
