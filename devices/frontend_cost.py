@@ -17,6 +17,12 @@ per file — and reads peak activation memory and flash from each exported file:
 The bundle runs the two models one after the other in one process, each with its own buffers
 allocated at load, so end to end latency, RAM and flash are front end **plus** classifier
 (:class:`edgenas.cost.EndToEnd`).
+
+With ``lowmem=True`` every configuration is priced twice: the fastest implementation
+(:data:`edgenas.export.frontend.DEFAULT_IMPL`) and ``fft2-lowmem`` (the same features from chunks of
+frames: under half the peak memory, ~40% slower). :meth:`FrontendTable.choose` then keeps, per
+configuration, the fastest implementation that fits a RAM budget next to that configuration's
+smallest classifier, and the export ships the one chosen.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from edgenas.spec import DataConfig
 from edgenas.store import Store, file_hash
 
 FRONTEND_FORMATS = ("onnx", "tflite")
+LOWMEM_IMPL = "fft2-lowmem"
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,7 @@ class FrontendCost:
     ram_bytes: int
     flash_bytes: int
     file: str  # the measured file (in the cache)
+    impl: str = ""  # the front-end implementation (edgenas.export.frontend.IMPLS)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,8 +64,9 @@ class FrontendTable:
     threads: int
     fmt: str
     stat: str
-    entries: dict[str, FrontendCost]  # DataConfig.key() → cost
+    entries: dict[str, FrontendCost]  # DataConfig.key() → the cost of the implementation chosen
     measured: int = field(default=0, compare=False)  # files measured by the build that made this table
+    options: dict[str, list[FrontendCost]] = field(default_factory=dict)  # every implementation priced, fastest first
 
     def get(self, cfg: DataConfig) -> FrontendCost:
         try:
@@ -70,15 +79,28 @@ class FrontendTable:
         """``what`` (latency_ms, ram_bytes, flash_bytes) of every data configuration."""
         return {k: float(getattr(v, what)) for k, v in self.entries.items()}
 
+    def choose(self, ram_limit_bytes: float, model_ram_min: dict[str, float]) -> "FrontendTable":
+        """Per configuration, the fastest implementation whose RAM plus the configuration's
+        smallest classifier (``model_ram_min``, bytes) fits ``ram_limit_bytes``; the lowest-RAM one
+        when none fits (that configuration is infeasible either way)."""
+        chosen = {}
+        for k, opts in self.options.items():
+            fits = [o for o in opts if o.ram_bytes + model_ram_min.get(k, 0.0) <= ram_limit_bytes]
+            chosen[k] = min(fits, key=lambda o: o.latency_ms) if fits else min(opts, key=lambda o: o.ram_bytes)
+        return FrontendTable(self.device, self.runtime_version, self.threads, self.fmt, self.stat, chosen,
+                             self.measured, self.options)
+
     def to_dict(self) -> dict[str, Any]:
         return {"device": self.device, "runtime_version": self.runtime_version, "threads": self.threads,
                 "fmt": self.fmt, "stat": self.stat, "measured_now": self.measured,
-                "entries": {k: v.to_dict() for k, v in self.entries.items()}}
+                "entries": {k: v.to_dict() for k, v in self.entries.items()},
+                "options": {k: [o.to_dict() for o in v] for k, v in self.options.items()}}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FrontendTable":
         return cls(d["device"], d["runtime_version"], int(d["threads"]), d["fmt"], d["stat"],
-                   {k: FrontendCost(**v) for k, v in d["entries"].items()}, int(d.get("measured_now", 0)))
+                   {k: FrontendCost(**v) for k, v in d["entries"].items()}, int(d.get("measured_now", 0)),
+                   {k: [FrontendCost(**o) for o in v] for k, v in (d.get("options") or {}).items()})
 
 
 def frontend_format(device: Device) -> str:
@@ -96,15 +118,31 @@ def _exporter_version() -> str:
     return hashlib.sha1(Path(frontend.__file__).read_bytes()).hexdigest()[:10]
 
 
-def frontend_file(cfg: DataConfig, fmt: str, cache_dir: Path) -> Path:
-    """The cached front-end file of ``cfg`` in ``fmt`` (exported now if missing); no standardisation
-    folded in: a folded mean/std changes the constants, not the cost."""
-    from edgenas.export.frontend import export_frontend_onnx, export_frontend_tflite
+def frontend_impls(cfg: DataConfig, fmt: str, lowmem: bool = False) -> list[str]:
+    """The implementations to price for ``cfg``: the fastest, and ``fft2-lowmem`` too with ``lowmem``
+    (where it applies)."""
+    from edgenas.errors import ExportError
+    from edgenas.export.frontend import resolve_impl
 
-    path = Path(cache_dir) / "frontends" / _exporter_version() / f"{cfg.key()}.{fmt}"
+    impls = [resolve_impl(cfg, fmt)]
+    if lowmem:
+        try:
+            impls.append(resolve_impl(cfg, fmt, LOWMEM_IMPL))
+        except ExportError:
+            pass  # no fft2 radix divides this hop: the fastest one only
+    return list(dict.fromkeys(impls))
+
+
+def frontend_file(cfg: DataConfig, fmt: str, cache_dir: Path, impl: str | None = None) -> Path:
+    """The cached front-end file of ``cfg`` in ``fmt`` by ``impl`` (None: the fastest; exported now if
+    missing); no standardisation folded in: a folded mean/std changes the constants, not the cost."""
+    from edgenas.export.frontend import export_frontend_onnx, export_frontend_tflite, resolve_impl
+
+    impl = resolve_impl(cfg, fmt, impl)
+    path = Path(cache_dir) / "frontends" / _exporter_version() / f"{cfg.key()}.{impl}.{fmt}"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        (export_frontend_onnx if fmt == "onnx" else export_frontend_tflite)(cfg, path)
+        (export_frontend_onnx if fmt == "onnx" else export_frontend_tflite)(cfg, path, impl=impl)
     return path
 
 
@@ -123,17 +161,20 @@ def file_memory(path: Path) -> tuple[int, int]:
 
 def build_frontend_table(device: Device, store: Store, configs: Iterable[DataConfig], cache_dir: Path, *,
                          stat: str = "median", runs: int = 100, warmup: int = 10, loads: int = 1,
-                         sink: EventSink | None = None) -> FrontendTable:
-    """Export, measure (what the store lacks) and price the front end of every configuration."""
+                         lowmem: bool = False, sink: EventSink | None = None) -> FrontendTable:
+    """Export, measure (what the store lacks) and price the front end of every configuration (with
+    ``lowmem``, the low-memory implementation too; ``entries`` hold the fastest until :meth:`choose`)."""
     sink = sink or null_sink
     fmt = frontend_format(device)
     version, threads = device.runtime_version(), device.threads
     configs = list(dict.fromkeys(configs))
-    files: dict[str, Path] = {}
-    with progress(sink, f"front ends ({fmt}) exported", len(configs)) as tick:
+    files: dict[str, Path] = {}  # "<data key>|<impl>" → file
+    impls = {cfg.key(): frontend_impls(cfg, fmt, lowmem) for cfg in configs}
+    with progress(sink, f"front ends ({fmt}) exported", sum(map(len, impls.values()))) as tick:
         for cfg in configs:
-            files[cfg.key()] = frontend_file(cfg, fmt, cache_dir)
-            tick(1)
+            for impl in impls[cfg.key()]:
+                files[f"{cfg.key()}|{impl}"] = frontend_file(cfg, fmt, cache_dir, impl)
+                tick(1)
     hashes = {k: file_hash(p) for k, p in files.items()}
     found: dict[str, Measurement] = {}
     for k, h in hashes.items():
@@ -155,12 +196,16 @@ def build_frontend_table(device: Device, store: Store, configs: Iterable[DataCon
             m = pooled([p[i] for p in passes])
             store.put_measurement(hashes[k], m, kind="frontend", fmt=f"{fmt}-fp32", layer_key=f"frontend:{k}")
             found[k] = m
-    entries = {}
+    options: dict[str, list[FrontendCost]] = {}
     for cfg in configs:
         k = cfg.key()
-        ram, flash = file_memory(files[k])
-        entries[k] = FrontendCost(k, round(found[k].stat(stat), 6), ram, flash, str(files[k]))
-    table = FrontendTable(device.name, version, threads, fmt, stat, entries, measured=len(todo))
+        for impl in impls[k]:
+            f = f"{k}|{impl}"
+            ram, flash = file_memory(files[f])
+            options.setdefault(k, []).append(FrontendCost(k, round(found[f].stat(stat), 6), ram, flash, str(files[f]), impl))
+        options[k].sort(key=lambda o: o.latency_ms)
+    entries = {k: v[0] for k, v in options.items()}
+    table = FrontendTable(device.name, version, threads, fmt, stat, entries, len(todo), options)
     sink("frontend_table.end", device=device.name, fmt=fmt, entries=len(entries), measured=len(todo),
          latency_ms={k: v.latency_ms for k, v in entries.items()})
     return table

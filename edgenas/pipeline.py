@@ -258,11 +258,24 @@ class Pipeline:
             else:
                 from edgenas.datasets.base import default_cache_dir
 
-                m = self.cfg.measure
-                self._frontends = build_frontend_table(
+                m, ram = self.cfg.measure, self.cfg.max_ram_kb * 1024
+                table = build_frontend_table(
                     self.device, self.store, self.space.data_configs(), Path(self.cache_dir or default_cache_dir()),
-                    stat=self.latency_stat, runs=m.chain_runs, warmup=10, loads=self.loads, sink=self.sink)
+                    stat=self.latency_stat, runs=m.chain_runs, warmup=10, loads=self.loads, lowmem=ram > 0,
+                    sink=self.sink)
+                if ram > 0:  # per data configuration, the fastest front end that fits beside its smallest model
+                    peak, smallest = cost.peak_ram(self.space), {}
+                    for s in self.space.cheapest_candidates():
+                        k = s.data.key()
+                        smallest[k] = min(smallest.get(k, float("inf")), peak.cost(s))
+                    table = table.choose(ram, smallest)
+                self._frontends = table
         return self._frontends
+
+    def frontend_impl(self, data: Any) -> str | None:
+        """The front-end implementation to ship for ``data`` (the one the budgets priced; None: the
+        exporter's default, when budgets leave the front end out)."""
+        return self.frontend_table().get(data).impl or None if self.end_to_end else None
 
     def _scoped(self, name: str, model: Any) -> Any:
         """The model's cost model, or front end + model when budgets are end to end."""
@@ -452,7 +465,7 @@ class Pipeline:
                         test_x=te.x.numpy(), test_y=te.y.numpy(),
                         test_audio=split_waves(self.dataset, "test", spec.data),
                         estimates=self.estimates(spec, latency=False), formats=formats or self.export_formats(),
-                        norm=self.norm_stats(spec.data),
+                        norm=self.norm_stats(spec.data), frontend_impl=self.frontend_impl(spec.data),
                         quants=quants or list(QUANTS), seed=self.cfg.seed)
         report = export_network(job, sink=self.sink)
         models = {f: self.run.file("export") / r["file"] for f in job.formats

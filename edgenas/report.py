@@ -75,6 +75,7 @@ def build_metrics(p: "Pipeline", spec: ArchSpec) -> dict[str, Any]:
                        "predicted": estimated["latency"], "passes": meas[shipped].get("latency_passes_ms"),
                        "predicted_by": (run.result("budgets").get("latency_model") or {}).get("kind")},
         "budget_scope": scope,
+        "frontend_impl": ((export.get("frontend") or {}).get(fmt) or {}).get("impl"),
         "ram_bytes": {"int8_graph": meas["int8"]["peak_activation_bytes"], "estimated": estimated["ram"],
                       "frontend": fe.get("peak_activation_bytes"),
                       "artifact": meas["int8"]["file"]},
@@ -193,7 +194,8 @@ def render_report(p: "Pipeline", spec: ArchSpec, m: dict[str, Any]) -> str:
                   "RAM: peak activation memory from tensor lifetimes in each exported graph's execution order (the "
                   "front end's float32 audio, spectrum and mel buffers; the int8 classifier's activations). Flash: "
                   "file sizes. Front-end estimates are the front end of this data configuration measured on the device "
-                  "before the search; model estimates come from the cost models.", ""]
+                  f"before the search (implementation `{m.get('frontend_impl') or 'default'}`); model estimates come "
+                  "from the cost models.", ""]
     else:
         lines += ["No budgets were given.", ""]
     lines += ["## Architecture", "", "| choice point | selected |", "|---|---|"]

@@ -62,6 +62,7 @@ class ExportJob:
     quants: Sequence[str] = QUANTS
     frontend: bool = True
     norm: tuple[np.ndarray, np.ndarray] | None = None  # per-coefficient (mean, std) the inputs were standardised by
+    frontend_impl: str | None = None  # the front end's implementation (None: the fastest, DEFAULT_IMPL)
     seed: int = 0
 
 
@@ -228,7 +229,8 @@ class _Exporter:
             path = self.out / f"frontend.fp32.{fmt}"
             rec: dict[str, Any] = {"file": path.name}
             try:
-                (export_frontend_onnx if fmt == "onnx" else export_frontend_tflite)(cfg, path, job.norm)
+                (export_frontend_onnx if fmt == "onnx" else export_frontend_tflite)(cfg, path, job.norm,
+                                                                                    impl=job.frontend_impl)
                 feats = run_frontend(path, audio)
             except ExportError as e:
                 out[fmt] = {**rec, "status": "failed", "failures": [str(e)]}

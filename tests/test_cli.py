@@ -417,3 +417,26 @@ def test_budget_scope_model_budgets_the_classifier_alone(tone_fsdd: Path, tmp_pa
     res = cli(["search", "--data", str(tone_fsdd), "--test-speakers", "s2", "--max-ram-kb", "64",
                "--runs-dir", str(runs), "--name", "e2", "--quiet", *tiny_sets])
     assert res.code == 3 and "--max-ram-kb 64 cannot be met" in _one_error_line(res)
+
+
+def test_a_tight_ram_budget_ships_the_low_memory_front_end(tone_fsdd: Path, tmp_path: Path, cli, tiny_sets,
+                                                           shared_env) -> None:
+    """At 150 KiB end to end the fast 8 kHz front end (~208 KiB of float buffers) cannot fit; its
+    low-memory implementation (~90 KiB) can: the search prices it, the export ships it, and the
+    measured total holds."""
+    runs = tmp_path / "runs"
+    res = cli(["search", "--data", str(tone_fsdd), "--test-speakers", "s2", "--search-epochs", "1", "--epochs", "1",
+               "--max-ram-kb", "150", "--runs-dir", str(runs), "--name", "lm", "--json", "--quiet", *tiny_sets])
+    assert res.code == 0, res.err[-2000:]
+    m = res.json()
+    assert m["frontend_impl"] == "fft2-lowmem"
+    ram = m["budgets"]["ram"]
+    assert ram["holds"] and ram["frontend"]["measured"] == ram["frontend"]["estimated"] < 150 * 1024
+    state = json.loads((runs / "kws" / "lm" / "state.json").read_text())["stages"]
+    table = state["budgets"]["result"]["frontends"]
+    key = next(iter(table["entries"]))
+    assert table["entries"][key]["impl"] == "fft2-lowmem"
+    assert {o["impl"] for o in table["options"][key]} == {"fft2", "fft2-lowmem"}
+    export = json.loads((runs / "kws" / "lm" / "export" / "report.json").read_text())
+    assert {export["frontend"][f]["impl"] for f in ("onnx", "tflite")} == {"fft2-lowmem"}
+    assert abs(export["frontend"]["onnx"]["raw_audio_vs_torch_points"]) <= 0.5

@@ -71,3 +71,26 @@ def test_a_device_without_onnx_or_tflite_is_a_clear_error() -> None:
 
     with pytest.raises(ConfigError, match="--budget-scope model"):
         frontend_format(TorchOnly())  # type: ignore[arg-type]
+
+
+def test_a_ram_budget_chooses_the_low_memory_front_end_where_the_fast_one_does_not_fit(tmp_path: Path) -> None:
+    dev = get_device("onnxruntime-cpu")
+    with Store(tmp_path / "s.sqlite") as store:
+        t = build_frontend_table(dev, store, CONFIGS, tmp_path / "cache", runs=20, warmup=3, lowmem=True)
+    assert t.measured == 4  # both implementations of both configurations
+    for cfg in CONFIGS:
+        opts = t.options[cfg.key()]
+        assert {o.impl for o in opts} == {"fft2", "fft2-lowmem"}
+        assert opts[0].latency_ms <= opts[1].latency_ms and t.get(cfg) == opts[0]  # fastest until a budget
+        fast, low = (next(o for o in opts if o.impl == i) for i in ("fft2", "fft2-lowmem"))
+        assert low.ram_bytes < 0.6 * fast.ram_bytes
+        assert Path(fast.file).name == f"{cfg.key()}.fft2.onnx"
+    small, large = CONFIGS
+    fast_small = next(o for o in t.options[small.key()] if o.impl == "fft2")
+    model = {small.key(): 20_000.0, large.key(): 20_000.0}
+    # room for the fast 8 kHz front end, not for the fast 16 kHz one: that one goes low-memory
+    chosen = t.choose(fast_small.ram_bytes + 20_000, model)
+    assert chosen.get(small).impl == "fft2" and chosen.get(large).impl == "fft2-lowmem"
+    # nothing fits: the lowest-RAM implementation (the configuration is infeasible either way)
+    assert chosen.choose(1.0, model).get(large).impl == "fft2-lowmem"
+    assert FrontendTable.from_dict(chosen.to_dict()) == chosen
