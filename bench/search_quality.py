@@ -9,7 +9,8 @@ on the device:
 * ``edgenas-tcn`` — the same search in the ``kws-tcn`` space (temporal convolutions over MFCC
   channels, the TC-ResNet family without residual adds);
 * ``edgenas-fixed-data`` — the same search with the data configuration fixed to the standard one
-  (10 MFCC, 40 ms window, 20 ms hop) — what searching the data configuration buys;
+  (10 MFCC, 40 ms window, 20 ms hop; in an end-to-end cell with ``--budget-from`` also the sample rate,
+  the budget network's, since it sets the front end's cost) — what searching the data configuration buys;
 * ``ds-cnn-s`` / ``ds-cnn-m`` — Hello Edge DS-CNN-S (64 ch) and -M (172 ch): 10×4 stride-2 stem and 4
   depthwise-separable blocks, at the standard data configuration;
 * ``tc-resnet8`` — TC-ResNet8 (temporal 1-D convolutions over MFCC channels: 16 → 24/32/48 with
@@ -316,6 +317,9 @@ class Bench:
         variant = _variant_of(self.a)
         name = self.edgenas_run_name(method, variant)
         sets = [x for k, v in STANDARD.items() for x in ("--set", f"{k}={v}")] if fixed else []
+        rate = ((self.budget_parts or {}).get("data_config") or {}).get("sample_rate")
+        if fixed and self.e2e and rate:  # end to end the sample rate is a front-end cost: fixed too,
+            sets += ["--set", f"space.sample_rates={rate}"]  # at the budget network's (the standard) one
         sets += [x for k, on in variant.items() if on
                  for x in ("--set", f"{VARIANTS[k][0]}={self.variant_value(k, space)}")]
         if (self.out / "runs" / "kws" / name / "state.json").exists():  # an interrupted sitting: its saved config
@@ -594,7 +598,8 @@ def measure_budget(a: Any, data: dict[str, Any], device: str, seed: int, done: d
     model_ms = measure_fresh(dev, model, runs=mc.runs, warmup=mc.warmup, loads=d.loads).stat(d.latency_stat)
     fe = SITTING.frontend(device, row["data_config"])
     budget = model_ms + fe.latency_ms  # unrounded: the budget's own row has exactly this e2e_ms
-    parts = {"method": method, "seed": seed, "run": run.name, "model_ms": model_ms, "frontend_ms": fe.latency_ms,
+    parts = {"method": method, "seed": seed, "run": run.name, "data_config": row["data_config"],
+             "model_ms": model_ms, "frontend_ms": fe.latency_ms,
              "stat": d.latency_stat, "loads": d.loads, "runs": mc.runs, "measured_at": time.strftime("%Y-%m-%d %H:%M"),
              "host": platform.node()}
     print(f"  budget: {method} end to end {budget:.4g} ms = int8 model {model_ms:.4g} + front end "

@@ -57,6 +57,7 @@ def measure_confirmed(
     warmup: int = 10,
     threads: int | None = None,
     loads: int = 1,
+    kind: str = "model",
 ) -> tuple[Measurement, list[float]]:
     """The measurement a latency budget is checked against, and the ``stat`` of every pass taken.
 
@@ -65,12 +66,12 @@ def measure_confirmed(
     store keeps): on a shared host interference only ever adds time — quiet passes of one file
     minutes apart differed by up to 1.9× here, always as an occasional high reading — so one high
     pass is not the model's latency, while a model that is really over is over on every pass."""
-    m = measure_cached(device, store, artifact, kind="model", fmt=fmt, spec_hash=spec_hash, runs=runs,
+    m = measure_cached(device, store, artifact, kind=kind, fmt=fmt, spec_hash=spec_hash, runs=runs,
                        warmup=warmup, threads=threads, loads=loads)
     passes = [m]
     while limit_ms > 0 and passes[-1].stat(stat) > limit_ms and len(passes) <= confirm:  # every earlier pass was over
         passes.append(measure_fresh(device, artifact, runs=runs, warmup=warmup, threads=threads, loads=loads))
     best = min(passes, key=lambda p: p.stat(stat))
     if best is not m:
-        store.put_measurement(file_hash(artifact), best, kind="model", fmt=fmt, spec_hash=spec_hash)
+        store.put_measurement(file_hash(artifact), best, kind=kind, fmt=fmt, spec_hash=spec_hash)
     return best, [p.stat(stat) for p in passes]
