@@ -413,6 +413,12 @@ class Calibration:
         return report
 
 
+def _error_rows(errs: dict[str, dict[str, float]], names: dict[str, str]) -> list[str]:
+    """One Markdown row per latency model: MAPE, within ±10% / ±5%, max error."""
+    return [f"| {names.get(k, k)} | {100 * e['mape']:.1f}% | {100 * e['within_10pct']:.0f}% | "
+            f"{100 * e['within_5pct']:.0f}% | {100 * e['max_rel_err']:.0f}% |" for k, e in errs.items()]
+
+
 def render_report(r: dict[str, Any]) -> str:
     lines = [f"# Latency calibration: {r['space']} on {r['device']} ({r['fmt']})", "",
              f"runtime {r['runtime_version']}, {r['threads']} thread(s), governor {r['governor'] or 'unknown'}; "
@@ -424,9 +430,7 @@ def render_report(r: dict[str, Any]) -> str:
              "| model (hold-out) | MAPE | within ±10% | within ±5% | max error |", "|---|---|---|---|---|"]
     names = {"learned": "learned predictor", "lookup_table": "lookup table alone",
              "lookup_table_fitted_line": "lookup table + fitted line", "macs_proportional": "MACs-proportional"}
-    for k, e in r["holdout_errors"].items():
-        lines.append(f"| {names.get(k, k)} | {100 * e['mape']:.1f}% | {100 * e['within_10pct']:.0f}% | "
-                     f"{100 * e['within_5pct']:.0f}% | {100 * e['max_rel_err']:.0f}% |")
+    lines += _error_rows(r["holdout_errors"], names)
     e2e, fe = r.get("holdout_errors_end_to_end"), r.get("frontends")
     if e2e and fe:
         lines += ["", f"End to end (front end + classifier, as the bundle runs them): the {len(fe['table_ms'])} data "
@@ -435,9 +439,7 @@ def render_report(r: dict[str, Any]) -> str:
                       f"(largest change {100 * max(fe['repeat_rel_diff'].values()):.1f}%).", "",
                   "| model + front-end table (hold-out, total) | MAPE | within ±10% | within ±5% | max error |",
                   "|---|---|---|---|---|"]
-        for k, e in e2e.items():
-            lines.append(f"| {names.get(k, k)} | {100 * e['mape']:.1f}% | {100 * e['within_10pct']:.0f}% | "
-                         f"{100 * e['within_5pct']:.0f}% | {100 * e['max_rel_err']:.0f}% |")
+        lines += _error_rows(e2e, names)
     elif "frontends" in r:
         lines += ["", "Front ends: not measured (the device's format runs no front-end model); errors are for the "
                       "classifier alone."]

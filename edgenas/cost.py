@@ -139,9 +139,13 @@ class EndToEnd:
     def cost(self, spec: ArchSpec) -> float:
         return self.model_cost(spec) + self.frontend_cost(spec)
 
-    def frontend_vector(self) -> torch.Tensor:
-        """Front-end cost of every data configuration, in the space's data-option order."""
-        return torch.tensor([self.frontend[d.key()] for d in self.space.data_configs()], dtype=torch.float32)
+    def __post_init__(self) -> None:
+        # front-end cost of every data configuration, in the space's data-option order (built once:
+        # expected_cost runs every search step)
+        missing = [d.key() for d in self.space.data_configs() if d.key() not in self.frontend]
+        if missing:
+            raise KeyError(f"no front-end {self.name} for data configuration {missing[0]}")
+        self._vector = torch.tensor([self.frontend[d.key()] for d in self.space.data_configs()], dtype=torch.float32)
 
     def expected_cost(self, probs: Probs) -> torch.Tensor:
-        return self.model.expected_cost(probs) + (self.space.data_probs(probs) * self.frontend_vector()).sum()
+        return self.model.expected_cost(probs) + (self.space.data_probs(probs) * self._vector).sum()

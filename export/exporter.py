@@ -214,7 +214,7 @@ class _Exporter:
         import torch
 
         from edgenas.datasets.features import mfcc
-        from edgenas.export.frontend import export_frontend_onnx, export_frontend_tflite, read_frontend_metadata, run_frontend
+        from edgenas.export.frontend import export_frontend_onnx, export_frontend_tflite, resolve_impl, run_frontend
 
         job = self.job
         cfg = job.spec.data
@@ -235,7 +235,7 @@ class _Exporter:
             except ExportError as e:
                 out[fmt] = {**rec, "status": "failed", "failures": [str(e)]}
                 continue
-            rec["impl"] = read_frontend_metadata(path).get("frontend_impl")  # which implementation shipped
+            rec["impl"] = resolve_impl(cfg, fmt, job.frontend_impl)  # which implementation shipped
             rec["max_abs_diff_vs_training_features"] = float(np.abs(feats - ref_feats).max())
             rec["feature_range"] = float(ref_feats.max() - ref_feats.min())
             rec["flash_bytes"] = path.stat().st_size
