@@ -43,7 +43,7 @@ def _one(run_path: Path, qat_epochs: int, scratch: Path) -> list[dict[str, Any]]
         for epochs in (0, qat_epochs):
             model = p.load_model(spec)
             if epochs:
-                qat_finetune(model, x, y, replace(cfg.train, qat_epochs=epochs), seed=cfg.seed)
+                qat_finetune(model, x, y, replace(cfg.train, qat_epochs=epochs), p.task, seed=cfg.seed)
                 model.eval()
             rep = export_network(ExportJob(model=model, spec=spec, out_dir=scratch / f"{run_path.name}-{epochs}",
                                            calibration=tr.x.numpy(), test_x=te.x.numpy(), test_y=te.y.numpy(),

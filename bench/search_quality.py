@@ -479,7 +479,7 @@ class Bench:
                 model.load_state_dict(torch.load(sib / "model.pt", weights_only=True))  # see reuse_training
                 print(f"  tc-resnet8: weights trained by {sib.name}", file=sys.stderr, flush=True)
             else:
-                train_model(model, *p.training_set(data_cfg, ("train", "val")), p.cfg.train, seed=self.seed)
+                train_model(model, *p.training_set(data_cfg, ("train", "val")), p.cfg.train, p.task, seed=self.seed)
                 torch.save(model.state_dict(), run.file("model.pt.tmp"))
                 run.file("model.pt.tmp").replace(run.file("model.pt"))
             model.eval()
@@ -507,7 +507,7 @@ class Bench:
         import torch
 
         from edgenas import cost
-        from edgenas.train import accuracy, train_model
+        from edgenas.train import evaluate, train_model
 
         name = self.run_name("random")
         p, run = self.pipeline(name + "-probe", [])
@@ -536,8 +536,8 @@ class Bench:
                 va = p.features("val", spec.data)
                 torch.manual_seed(self.seed)
                 model = p.space.build(spec)
-                train_model(model, *p.training_set(spec.data), p.cfg.train, seed=self.seed)
-                tried.append({"spec": spec, "val": accuracy(model, va.x, va.y)})
+                train_model(model, *p.training_set(spec.data), p.cfg.train, p.task, seed=self.seed)
+                tried.append({"spec": spec, "val": evaluate(model, va.x, va.y, p.task)})
             best = max(tried, key=lambda t: t["val"])
             spent = time.perf_counter() - t0
         row = self.fixed_spec("random", best["spec"], [])

@@ -99,9 +99,10 @@ def _search_parser(sub: Any) -> None:
                        description="Joint data-configuration + architecture search under device budgets, then final "
                                    "training, ONNX fp32/int8 export and measurement on the device.",
                        epilog=SEARCH_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", choices=["kws"], help="task (default: kws)")
-    p.add_argument("--space", help="search space: kws-dscnn (default; 2-D depthwise-separable CNN) or kws-tcn "
-                                   "(temporal convolutions over MFCC channels); its options are space.* keys")
+    p.add_argument("--task", choices=_task_names(), help="task (default: kws; see `edgenas tasks`)")
+    p.add_argument("--space", help="search space (default: the task's; kws: kws-dscnn, a 2-D depthwise-separable "
+                                   "CNN, or kws-tcn, temporal convolutions over MFCC channels); its options are "
+                                   "space.* keys")
     p.add_argument("--device", help="device profile name (see `edgenas devices`; default onnxruntime-cpu)")
     p.add_argument("--data", help="dataset folder (FSDD, Speech Commands or CSV manifest); default: the generated "
                                   "synthetic demo dataset")
@@ -160,7 +161,7 @@ def cmd_search(a: argparse.Namespace) -> int:
     if a.resume:
         if not a.name:
             raise EdgenasError("--resume needs --name of the run to continue")
-        path = run_root / (flags.get("task") or "kws") / a.name
+        path = _run_to_resume(run_root, flags.get("task"), a.name)
         if not (path / "config.json").exists():
             raise EdgenasError(f"cannot resume: no run at {path}")
         saved = json.loads((path / "config.json").read_text())
@@ -196,11 +197,10 @@ def cmd_search(a: argparse.Namespace) -> int:
 def _print_summary(m: dict[str, Any]) -> None:
     from edgenas.report import confirm_passes
 
-    d = m["data_config"]
     if m["dataset"]["synthetic"]:
         print("NOTE: trained and tested on the SYNTHETIC demo dataset (espeak-ng voices), not real speech.")
     print(f"run: {m['run_dir']}")
-    print(f"data config: {d['sample_rate']} Hz, {d['n_mfcc']} MFCC, window {d['win_ms']:g}/{d['hop_ms']:g} ms")
+    print(f"data config: {m['data_description']}")
     acc = m["accuracy"]
     print(f"test accuracy: fp32 {acc['test_fp32_torch']:.4f}, int8 on the device's format {acc['test_int8']:.4f}"
           + "".join(f", {k[5:].replace('_', ' ')} {v:.4f}" for k, v in acc.items()
@@ -223,6 +223,44 @@ def _print_summary(m: dict[str, Any]) -> None:
     if m.get("bundle"):
         print(f"bundle: {m['bundle']}")
     print(f"report: {m['run_dir']}/report.md")
+
+
+def _task_names() -> list[str]:
+    from edgenas.tasks import TASKS
+
+    return TASKS.names()
+
+
+def _run_to_resume(run_root: Path, task: str | None, name: str) -> Path:
+    """``runs/<task>/<name>``; without ``--task``, the one task folder that holds a run ``name``."""
+    if task:
+        return run_root / task / name
+    found = sorted(p.parent for p in run_root.glob(f"*/{name}/config.json"))
+    if len(found) > 1:
+        raise EdgenasError(f"runs named {name} exist for several tasks ({', '.join(p.parent.name for p in found)}); "
+                           "add --task")
+    return found[0] if found else run_root / "kws" / name
+
+
+def cmd_tasks(a: argparse.Namespace) -> int:
+    from edgenas.spaces import SPACES
+    from edgenas.tasks import TASKS, get_task
+
+    rows = []
+    for name in TASKS.names():
+        t = get_task(name)
+        spaces = [s for s in SPACES.names() if SPACES.get(s).task == name]
+        rows.append({"name": name, "summary": t.summary, "input": t.input_kind, "default_space": t.default_space,
+                     "spaces": spaces, "metric": t.metric.name, "higher_is_better": t.metric.higher_is_better,
+                     "int8_fidelity": t.metric.fidelity})
+    if a.json:
+        print(json.dumps(rows))
+        return 0
+    for r in rows:
+        print(f"{r['name']:<8} {r['summary']}")
+        print(f"{'':<8} input: {r['input']}; spaces: {', '.join(r['spaces'])} (default {r['default_space']}); "
+              f"metric: {r['metric']}")
+    return 0
 
 
 def cmd_devices(a: argparse.Namespace) -> int:
@@ -271,7 +309,7 @@ def _calibrate_parser(sub: Any) -> None:
                                    "its hold-out error next to the lookup table and MACs-proportional.",
                        epilog=CALIBRATE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", required=True, help="device profile name or .toml file")
-    p.add_argument("--task", choices=["kws"], default="kws", help="task (default: kws)")
+    p.add_argument("--task", choices=_task_names(), default="kws", help="task (default: kws; see `edgenas tasks`)")
     p.add_argument("--space", help="search space (default: the task's space)")
     p.add_argument("--samples", type=int, default=500, help="networks to measure (default 500)")
     p.add_argument("--format", dest="fmt", help="artifact format measured (default: the device's int8 format, "
@@ -306,7 +344,9 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
         raise EdgenasError(f"calibrate takes only space.* settings, got {bad[0]!r}")
     cfg = C.resolve(sets=a.set, flags={"task": a.task, **({"space_name": a.space} if a.space else {})})
     device = get_device(a.device, **({"threads": a.threads} if a.threads else {}))
-    space = get_space(cfg.space_name, num_classes=12, config=cfg.space)
+    from edgenas.tasks import get_task
+
+    space = get_space(cfg.space_name, config=cfg.space, **get_task(cfg.task).calibration_options)
     fmt = a.fmt or f"{device.artifact_format}-int8"
     printer = ProgressPrinter(a.quiet)
     md = measure_defaults(device)
@@ -438,6 +478,10 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--bench-runs", type=int, default=50, help="timed end-to-end runs (default 50)")
     dp.add_argument("--json", action="store_true", help="machine-readable output")
     dp.add_argument("--quiet", action="store_true", help="no progress output")
+    t = sub.add_parser("tasks", help="list the tasks (kinds of data) edgenas searches for",
+                       description="The registered tasks: what each reads, its data configuration's choice points, "
+                                   "its search spaces and its metric.")
+    t.add_argument("--json", action="store_true", help="machine-readable output")
     d = sub.add_parser("devices", help="list device profiles or check one",
                        description="`edgenas devices [list]` lists the device profiles (built-in and user TOML files); "
                                    "`edgenas devices check NAME` connects to the device and reports its runtime.")
@@ -460,7 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         return {"search": cmd_search, "calibrate": cmd_calibrate, "export": cmd_export, "deploy": cmd_deploy,
-                "devices": cmd_devices}[a.command](a)
+                "devices": cmd_devices, "tasks": cmd_tasks}[a.command](a)
     except EdgenasError as e:
         print(f"edgenas: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -20,7 +20,8 @@ from typing import Any
 
 from edgenas.errors import ConfigError
 from edgenas.search import SearchConfig
-from edgenas.spaces import space_config_class
+from edgenas.spaces import SPACES, space_config_class
+from edgenas.tasks import get_task
 from edgenas.spaces.kws_dscnn import KWSSpaceConfig
 from edgenas.train import TrainConfig
 
@@ -77,6 +78,11 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.budget_scope not in BUDGET_SCOPES:
             raise ConfigError(f"budget_scope must be one of {', '.join(BUDGET_SCOPES)}, got {self.budget_scope!r}")
+        get_task(self.task)  # an unknown task is a one-line error with suggestions
+        space_task = SPACES.get(self.space_name).task
+        if space_task != self.task:
+            raise ConfigError(f"space {self.space_name} is a {space_task} space, not one of task {self.task} "
+                              f"(its default space: {get_task(self.task).default_space})")
         cls = space_config_class(self.space_name)
         if isinstance(self.space, cls):
             return
@@ -182,14 +188,17 @@ def load_file(path: Path) -> dict[str, Any]:
 
 
 def _apply_all(items: list[tuple[str, Any]]) -> RunConfig:
-    """Apply ``items`` in order, after choosing the space: the last ``space_name`` of all items
-    decides the ``space`` section's dataclass, so ``space.*`` keys may come before it."""
-    cfg = RunConfig()
+    """Apply ``items`` in order, after choosing the task and the space: the last ``task`` and
+    ``space_name`` of all items decide them (no ``space_name``: the task's default space), so
+    ``space.*`` keys may come before either."""
+    tasks = [v for k, v in items if k == "task"]
     names = [v for k, v in items if k == "space_name"]
-    if names:
-        cfg = apply(cfg, "space_name", names[-1])
+    task = _coerce(tasks[-1], str, "task") if tasks else RunConfig.task
+    space_name = names[-1] if names else get_task(task).default_space
+    cls = space_config_class(_coerce(space_name, str, "space_name"))
+    cfg = RunConfig(task=task, space_name=_coerce(space_name, str, "space_name"), space=cls())
     for k, v in items:
-        if k != "space_name":
+        if k not in ("space_name", "task"):
             cfg = apply(cfg, k, v)
     return cfg
 

@@ -25,14 +25,15 @@ from edgenas import cost
 from edgenas.config import RunConfig, to_dict
 from edgenas.constraints import Constraint, check_feasible, repair
 from edgenas.errors import ConfigError, EdgenasError
-from edgenas.events import EventSink, null_sink, progress
+from edgenas.events import EventSink, null_sink
 from edgenas.qat import qat_finetune
 from edgenas.runs import RunDir
 from edgenas.search import SearchResult, SplitTensors, run_search
 from edgenas.spaces import get_space
 from edgenas.spaces.base import SearchSpace
 from edgenas.spec import ArchSpec
-from edgenas.train import accuracy, train_model
+from edgenas.tasks import Task, get_task
+from edgenas.train import evaluate, train_model
 
 log = logging.getLogger("edgenas.pipeline")
 
@@ -71,23 +72,20 @@ class Pipeline:
         return result
 
     @property
+    def task(self) -> Task:
+        return get_task(self.cfg.task)
+
+    @property
     def dataset(self) -> Any:
         if self._ds is None:
-            from edgenas.datasets.base import open_dataset
-
-            cfg = self.cfg
-            self._ds = open_dataset(cfg.data or None, layout=cfg.layout,
-                                    test_speakers=list(cfg.test_speakers) or None,
-                                    val_speakers=list(cfg.val_speakers) or None, seed=cfg.seed,
-                                    sink=self.sink, cache_dir=self.cache_dir)
+            self._ds = self.task.open_dataset(self.cfg, sink=self.sink, cache_dir=self.cache_dir)
         return self._ds
 
     @property
     def space(self) -> SearchSpace:
         if self._space is None:
-            ds = self.dataset
-            self._space = get_space(self.cfg.space_name, num_classes=len(ds.classes), config=self.cfg.space,
-                                    max_sample_rate=ds.native_rate)
+            self._space = get_space(self.cfg.space_name, config=self.cfg.space,
+                                    **self.task.space_options(self.dataset))
         return self._space
 
     @property
@@ -108,30 +106,30 @@ class Pipeline:
             self._store = Store(self.store_path)
         return self._store
 
+    def _split(self, split: str, data_cfg: Any, variant: Any = None) -> Any:
+        return self.task.load_split(self.dataset, split, data_cfg, cache_dir=self.cache_dir, sink=self.sink,
+                                    variant=variant)
+
     def norm_stats(self, data_cfg: Any) -> tuple[np.ndarray, np.ndarray] | None:
-        """Per-coefficient (mean, std) of the train split's features, or None (``train.normalize`` off)."""
+        """The task's standardisation statistics of the train split's model inputs (per MFCC
+        coefficient, per colour channel, …), or None (``train.normalize`` off)."""
         if not self.cfg.train.normalize:
             return None
-        from edgenas.datasets.features import load_features
-
         cache = self.__dict__.setdefault("_norm", {})
         if data_cfg.key() not in cache:
-            x = load_features(self.dataset, "train", data_cfg, cache_dir=self.cache_dir, sink=self.sink).x
-            cache[data_cfg.key()] = (x.mean(axis=(0, 1, 2)).astype(np.float32),
-                                     (x.std(axis=(0, 1, 2)) + 1e-6).astype(np.float32))
+            cache[data_cfg.key()] = self.task.norm_stats(self._split("train", data_cfg).x)
         return cache[data_cfg.key()]
 
-    def features(self, split: str, data_cfg: Any, speed: float = 1.0) -> SplitTensors:
-        """A split's features for one data configuration, standardised as the model sees them
-        (``speed`` ≠ 1: speed-perturbed clips, standardised by the unperturbed train statistics)."""
-        from edgenas.datasets.features import load_features
-
-        fs = load_features(self.dataset, split, data_cfg, cache_dir=self.cache_dir, sink=self.sink, speed=speed)
-        x = fs.x
+    def features(self, split: str, data_cfg: Any, variant: Any = None) -> SplitTensors:
+        """A split's model inputs for one data configuration, standardised as the model sees them
+        (``variant``: one of the task's extra training copies, e.g. speed-perturbed clips,
+        standardised by the plain train statistics)."""
+        sp = self._split(split, data_cfg, variant)
+        x = sp.x
         norm = self.norm_stats(data_cfg)
         if norm is not None:
-            x = (x - norm[0]) / norm[1]
-        return SplitTensors(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(fs.y).long())
+            x = self.task.normalize(x, norm)
+        return SplitTensors(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(sp.y).long())
 
     @property
     def latency_fmt(self) -> str:
@@ -314,27 +312,17 @@ class Pipeline:
 
     def _stage_data(self) -> dict[str, Any]:
         ds = self.dataset
-        info = {"name": ds.name, "root": ds.root, "classes": ds.classes, "native_rate": ds.native_rate,
-                "synthetic": ds.synthetic, "fingerprint": ds.fingerprint(),
-                "splits": {k: len(v) for k, v in ds.splits.items()},
-                "speakers": {k: len({c.speaker for c in v}) for k, v in ds.splits.items()},
-                "data_options": [d.key() for d in self.space.data_configs()]}
-        if ds.synthetic:
+        info = {**self.task.dataset_info(ds), "data_options": [d.key() for d in self.space.data_configs()]}
+        if getattr(ds, "synthetic", False):
             self.sink("data.synthetic", message="using the generated SYNTHETIC demo dataset (espeak-ng voices); "
                                                 "pass --data for real recordings")
         for split in ("train", "val", "test"):
             if not ds.splits.get(split):
                 raise EdgenasError(f"dataset {ds.name} has an empty {split} split")
-        from edgenas.datasets.audio import check_audio_file
-
         # the train/val features below decode every other file (a corrupt, empty or NaN/inf file is
         # a one-line DataError there); the test split's are computed only after training, so its
-        # files are decoded now (a set: Speech Commands' _silence_ clips share a few noise files)
-        paths = sorted({c.path for c in ds.splits["test"] if c.path})
-        with progress(self.sink, "test audio files checked", len(paths)) as tick:
-            for path in paths:
-                check_audio_file(path)
-                tick()
+        # files are decoded now
+        self.task.check_split(ds, "test", self.sink)
         for d in self.space.data_configs():  # compute and cache every data option's features now
             for split in ("train", "val"):
                 self.features(split, d)
@@ -364,7 +352,8 @@ class Pipeline:
         train = [self.features("train", d) for d in datas]
         val = [self.features("val", d) for d in datas]
         res: SearchResult = run_search(space, train, val, self.constraints(), self.cfg.search, seed=self.cfg.seed,
-                                       checkpoint=self.run.file("checkpoints/search.pt"), sink=self.sink)
+                                       checkpoint=self.run.file("checkpoints/search.pt"), sink=self.sink,
+                                       objective=self.task)
         out = {"spec": res.spec.to_dict(), "probs": res.probs, "history": res.history,
                "multipliers": res.multipliers, "seconds": res.seconds, "data_scores": res.data_scores}
         self.run.write_json("search.json", out)
@@ -399,10 +388,11 @@ class Pipeline:
         return est
 
     def training_set(self, data_cfg: Any, splits: tuple[str, ...] = ("train",)) -> tuple[torch.Tensor, torch.Tensor]:
-        """What a network of ``data_cfg`` is trained on: the splits' features, plus one
-        speed-perturbed copy of them per ``train.speed_perturb`` factor. Every trained network
-        (the searched one, baselines, random-search candidates) gets its data from here."""
-        sets = [self.features(s, data_cfg, speed) for speed in (1.0, *self.cfg.train.speed_perturb) for s in splits]
+        """What a network of ``data_cfg`` is trained on: the splits' model inputs, plus one copy of
+        them per extra training variant of the task (e.g. ``train.speed_perturb`` for audio). Every
+        trained network (the searched one, baselines, random-search candidates) gets its data here."""
+        variants = (None, *self.task.train_variants(self.cfg.train))
+        sets = [self.features(s, data_cfg, v) for v in variants for s in splits]
         return torch.cat([t.x for t in sets]), torch.cat([t.y for t in sets])
 
     def _stage_train(self, spec: ArchSpec) -> dict[str, Any]:
@@ -416,19 +406,19 @@ class Pipeline:
             raise ConfigError(f"train.train_on must be 'train' or 'train+val', got {cfg.train.train_on!r}")
         torch.manual_seed(cfg.seed)
         model = self.space.build(spec)
-        info = train_model(model, x, y, cfg.train, seed=cfg.seed, checkpoint=self.run.file("checkpoints/final.pt"),
-                           sink=self.sink, eval_set=eval_set)
+        info = train_model(model, x, y, cfg.train, self.task, seed=cfg.seed,
+                           checkpoint=self.run.file("checkpoints/final.pt"), sink=self.sink, eval_set=eval_set)
         te = self.features("test", spec.data)  # the test split: measured, never used to select
         out: dict[str, Any] = {"train_examples": len(y), "test_examples": len(te.y), "seconds": info["seconds"],
                                "final_train_acc": info["history"][-1]["train_acc"] if info["history"] else None}
         if cfg.train.qat_epochs > 0:
-            out["test_acc_fp32_torch_before_qat"] = accuracy(model, te.x, te.y)
-            qinfo = qat_finetune(model, x, y, cfg.train, seed=cfg.seed, checkpoint=self.run.file("checkpoints/qat.pt"),
-                                 sink=self.sink, eval_set=eval_set)
+            out["test_acc_fp32_torch_before_qat"] = evaluate(model, te.x, te.y, self.task)
+            qinfo = qat_finetune(model, x, y, cfg.train, self.task, seed=cfg.seed,
+                                 checkpoint=self.run.file("checkpoints/qat.pt"), sink=self.sink, eval_set=eval_set)
             out["qat_seconds"] = qinfo["seconds"]
         torch.save(model.state_dict(), self.run.file("model.pt.tmp"))
         self.run.file("model.pt.tmp").replace(self.run.file("model.pt"))
-        out["test_acc_fp32_torch"] = accuracy(model, te.x, te.y)
+        out["test_acc_fp32_torch"] = evaluate(model, te.x, te.y, self.task)
         return out
 
     def load_model(self, spec: ArchSpec) -> torch.nn.Module:

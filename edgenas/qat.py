@@ -163,7 +163,7 @@ def fake_quantized(model: nn.Module, weight_bits: int = 8) -> Iterator[None]:
                 b.weight.requires_grad_(True)
 
 
-def qat_finetune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, seed: int = 0,
+def qat_finetune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, task: Any, seed: int = 0,
                  checkpoint: Path | None = None, sink: EventSink | None = None,
                  eval_set: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, Any]:
     """Fold BN, then ``cfg.qat_epochs`` epochs at ``cfg.qat_lr`` with int8 fake quantization.
@@ -173,5 +173,5 @@ def qat_finetune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainC
     """
     fold_batchnorm(model)
     with fake_quantized(model):
-        return train_model(model, x, y, replace(cfg, epochs=cfg.qat_epochs, lr=cfg.qat_lr), seed=seed,
+        return train_model(model, x, y, replace(cfg, epochs=cfg.qat_epochs, lr=cfg.qat_lr), task, seed=seed,
                            checkpoint=checkpoint, sink=sink, eval_set=eval_set, label="quantization-aware fine-tuning")

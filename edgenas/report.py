@@ -55,6 +55,7 @@ def build_metrics(p: "Pipeline", spec: ArchSpec) -> dict[str, Any]:
                     "splits": data["splits"], "classes": len(data["classes"])},
         "arch_hash": spec.hash(),
         "data_config": spec.data.to_dict(),
+        "data_description": p.task.describe_data(spec.data),
         "choices": spec.choices,
         "accuracy": {"test_fp32_torch": train["test_acc_fp32_torch"],
                      "test_fp32_torch_before_qat": train.get("test_acc_fp32_torch_before_qat"),
@@ -146,7 +147,6 @@ def _file_list(root: Any) -> str:
 def render_report(p: "Pipeline", spec: ArchSpec, m: dict[str, Any]) -> str:
     run, cfg, space = p.run, p.cfg, p.space
     data, derive, search = run.result("data"), run.result("derive"), run.read_json("search.json")
-    d = spec.data
     lines = [f"# edgenas run `{run.path.name}` — {cfg.task} on {cfg.device}", ""]
     if m["dataset"]["synthetic"]:
         lines += ["> **SYNTHETIC DEMO DATA.** This run used the generated espeak-ng keyword set, not real "
@@ -156,8 +156,7 @@ def render_report(p: "Pipeline", spec: ArchSpec, m: dict[str, Any]) -> str:
         "## Summary", "",
         f"- dataset: `{data['name']}` at `{data['root']}` — {data['splits']} clips, "
         f"{len(data['classes'])} classes, speakers per split {data['speakers']}",
-        f"- data configuration: {d.sample_rate} Hz, {d.n_mfcc} MFCC of {d.n_mels} mel bands, window {d.win_ms:g} ms / "
-        f"hop {d.hop_ms:g} ms (FFT {d.n_fft}), input {d.n_frames}×{d.n_mfcc}",
+        f"- data configuration: {m['data_description']}",
         f"- test accuracy: PyTorch fp32 {acc['test_fp32_torch']:.4f}"
         + (f" (before the {cfg.train.qat_epochs} quantization-aware epochs {acc['test_fp32_torch_before_qat']:.4f})"
            if acc.get("test_fp32_torch_before_qat") is not None else "") + " · "

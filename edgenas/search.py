@@ -42,6 +42,9 @@ from edgenas.events import EventSink, null_sink, progress
 from edgenas.spaces.base import SearchSpace
 from edgenas.spec import ArchSpec
 from edgenas.strategies import STRATEGIES, Strategy
+from edgenas.tasks.base import Classification
+
+CLASSIFICATION = Classification()  # the objective of every classification task (kws, image, …)
 
 
 @dataclass(frozen=True)
@@ -114,10 +117,12 @@ def _phase_progress(plan: list[str], epoch: int) -> float:
 
 
 def choose_data(space: SearchSpace, net: torch.nn.Module, strategy: Strategy, val: list[SplitTensors],
-                constraints: list[Constraint], cfg: SearchConfig) -> list[dict[str, Any]]:
-    """Score every data option on its whole val split: mean cross-entropy of the supernet under
+                constraints: list[Constraint], cfg: SearchConfig, objective: Any = None) -> list[dict[str, Any]]:
+    """Score every data option on its whole val split: mean loss (``objective``'s, cross-entropy
+    by default) of the supernet under
     the current (warm-up) architecture gates + each constraint's term with the data fixed to that
     option. Freezes the data choice points at the best and returns the scores, best first."""
+    objective = objective or CLASSIFICATION
     scores = []
     # batches in a fixed random order, the same clips for every option: the supernet runs in
     # train mode (batch statistics, as in every search step), and a split stored class by class
@@ -136,8 +141,8 @@ def choose_data(space: SearchSpace, net: torch.nn.Module, strategy: Strategy, va
                 idx = order[i:i + cfg.batch_size]
                 x, y = val[d].x[idx], val[d].y[idx]
                 logits = net(x, d, {**strategy.gates(), **onehot}, strategy.hard)
-                loss += float(F.cross_entropy(logits, y, reduction="sum"))
-                correct += float((logits.argmax(1) == y).sum())
+                loss += float(objective.loss(logits, y)) * len(y)
+                correct += float(objective.hits(logits, y))
             penalty = sum(float(_term(c, {**strategy.probs(sharpen=True), **onehot}, cfg)[0]) for c in constraints)
         n = max(len(val[d].y), 1)
         scores.append({"data": data.key(), "val_loss": loss / n, "val_acc": correct / n, "penalty": penalty,
@@ -169,8 +174,12 @@ def run_search(
     checkpoint: Path | None = None,
     sink: EventSink | None = None,
     epoch_hook: Callable[[dict[str, Any]], None] | None = None,
+    objective: Any = CLASSIFICATION,
 ) -> SearchResult:
-    """``train[d]`` / ``val[d]`` hold the features of data option ``d`` (space.data_configs order)."""
+    """``train[d]`` / ``val[d]`` hold the features of data option ``d`` (space.data_configs order).
+
+    ``objective`` (the run's task) gives the loss both steps minimise and the metric reported as
+    ``train_acc`` / ``val_acc``: cross-entropy and accuracy unless a task says otherwise."""
     sink = sink or null_sink
     _seed_all(seed)
     net = space.supernet()
@@ -216,7 +225,7 @@ def run_search(
             if phase == "rewarm" and not strategy.frozen:
                 strategy.anneal(0.0)  # scored under the warm-up's soft architecture mixture
                 data_scores = [{k: v for k, v in r.items() if k != "labels"}
-                               for r in choose_data(space, net, strategy, val, constraints, cfg)]
+                               for r in choose_data(space, net, strategy, val, constraints, cfg, objective)]
                 sink("search.data_frozen", data=data_scores[0]["data"], scores=data_scores)
             arch_phase = phase == "arch"
             frac = _phase_progress(plan, epoch) if arch_phase else 0.0
@@ -233,14 +242,14 @@ def run_search(
                 idx = torch.randint(0, len(train[d].y), (cfg.batch_size,), generator=gen)
                 x, y = train[d].x[idx], train[d].y[idx]
                 logits = net(x, d, gates, strategy.hard)
-                loss = F.cross_entropy(logits, y)
+                loss = objective.loss(logits, y)
                 w_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
                 w_opt.step()
                 sched.step()
                 tot_loss += float(loss.detach()) * len(y)
-                tot_acc += float((logits.argmax(1) == y).sum())
+                tot_acc += float(objective.hits(logits.detach(), y))
                 n_seen += len(y)
                 if not arch_phase:
                     continue
@@ -250,7 +259,7 @@ def run_search(
                 vidx = torch.randint(0, len(val[d].y), (cfg.batch_size,), generator=gen)
                 vx, vy = val[d].x[vidx], val[d].y[vidx]
                 vlogits = net(vx, d, gates, strategy.hard)
-                a_loss = F.cross_entropy(vlogits, vy)
+                a_loss = objective.loss(vlogits, vy)
                 probs = strategy.probs(sharpen=True)
                 for c in constraints:
                     term, ex = _term(c, probs, cfg)
@@ -263,7 +272,7 @@ def run_search(
                 a_opt.step()
                 for c in constraints:
                     c.update(excess[c.name], cfg.dual_lr / steps)
-                val_acc += float((vlogits.argmax(1) == vy).sum())
+                val_acc += float(objective.hits(vlogits.detach(), vy))
                 val_n += len(vy)
             probs = {k: v.detach() for k, v in strategy.probs().items()}
             derived = space.derive(probs)

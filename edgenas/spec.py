@@ -1,6 +1,8 @@
 """The contracts every stage shares: DataConfig, ArchSpec and LayerDesc.
 
-* ``DataConfig`` — how raw audio becomes the feature tensor a model eats.
+* ``DataConfig`` — how raw audio becomes the feature tensor a model eats (the ``kws`` task's data
+  configuration; every task has its own type, ``Task.data_config_class``, with the same faces:
+  ``to_dict``/``from_dict``, ``key()`` and ``input_shape``).
 * ``ArchSpec`` — one point of the joint (data × architecture) space; JSON-serialisable, with a
   stable hash. ``edgenas.spaces.build(spec)`` gives the same ``nn.Module`` every time.
 * ``LayerDesc`` — one layer as the cost models and the latency micro-benchmarks see it.
@@ -69,6 +71,11 @@ class DataConfig:
         """(frames, coefficients): the model input is [N, 1, frames, n_mfcc]."""
         return (self.n_frames, self.n_mfcc)
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """The model input without batch, (C, H, W)."""
+        return (1, self.n_frames, self.n_mfcc)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -92,19 +99,27 @@ def stable_hash(obj: Any, n: int = 16) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:n]
 
 
+def _data_class(task: str) -> Any:
+    """The data configuration type of ``task`` (an unknown task is a one-line ConfigError)."""
+    from edgenas.tasks import get_task  # tasks import this module
+
+    return get_task(task).data_config_class
+
+
 @dataclass(frozen=True)
 class ArchSpec:
     """One point of a joint search space.
 
     ``choices`` maps every architecture choice point of the space to the label of its selected
-    option; ``data`` is the selected data configuration (the data choice points resolved).
+    option; ``data`` is the selected data configuration (the data choice points resolved), of the
+    task's data configuration type.
     """
 
     task: str
     space: str
     space_version: int
     num_classes: int
-    data: DataConfig
+    data: Any
     choices: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,7 +140,7 @@ class ArchSpec:
                 space=str(d["space"]),
                 space_version=int(d["space_version"]),
                 num_classes=int(d["num_classes"]),
-                data=DataConfig.from_dict(d["data"]),
+                data=_data_class(str(d["task"])).from_dict(d["data"]),
                 choices={str(k): str(v) for k, v in d["choices"].items()},
             )
         except (KeyError, TypeError, ValueError) as e:

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from edgenas.events import EventSink, null_sink, progress
@@ -42,41 +41,17 @@ class TrainConfig:
     qat_lr: float = 5e-4
 
 
-def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
-    """Random time shift (zero fill) and small time/frequency masks on MFCC batches."""
-    n, _, t, f = x.shape
-    out = x.clone()
-    if cfg.time_shift > 0:
-        max_shift = max(1, int(t * cfg.time_shift))
-        shifts = torch.randint(-max_shift, max_shift + 1, (n,), generator=gen)
-        for i, s in enumerate(shifts.tolist()):
-            if s > 0:
-                out[i, :, s:] = x[i, :, :-s]
-                out[i, :, :s] = 0
-            elif s < 0:
-                out[i, :, :s] = x[i, :, -s:]
-                out[i, :, s:] = 0
-    if cfg.spec_mask > 0:
-        for i in range(n):
-            ft = int(torch.randint(0, cfg.spec_mask + 1, (1,), generator=gen))
-            f0 = int(torch.randint(0, max(1, f - ft), (1,), generator=gen))
-            out[i, :, :, f0:f0 + ft] = 0
-            tt = int(torch.randint(0, cfg.spec_mask * 2 + 1, (1,), generator=gen))
-            t0 = int(torch.randint(0, max(1, t - tt), (1,), generator=gen))
-            out[i, :, t0:t0 + tt, :] = 0
-    return out
-
-
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
     model.eval()
     return torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)]) if len(x) else torch.zeros(0)
 
 
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Any) -> float:
+    """The task's metric of ``model`` on (``x``, ``y``) (accuracy for classifiers); NaN when empty."""
     if len(y) == 0:
         return float("nan")
-    return float((predict(model, x).argmax(1) == y).float().mean())
+    return float(task.hits(predict(model, x), y)) / len(y)
 
 
 def train_model(
@@ -84,13 +59,15 @@ def train_model(
     x: torch.Tensor,
     y: torch.Tensor,
     cfg: TrainConfig,
+    task: Any,
     seed: int = 0,
     checkpoint: Path | None = None,
     sink: EventSink | None = None,
     eval_set: tuple[torch.Tensor, torch.Tensor] | None = None,
     label: str = "final training",
 ) -> dict[str, Any]:
-    """Train ``model`` in place; resumable from ``checkpoint`` (saved atomically every epoch).
+    """Train ``model`` in place with ``task``'s augmentation, loss and metric (``train_acc`` /
+    ``eval_acc`` are that metric); resumable from ``checkpoint`` (saved atomically every epoch).
 
     ``eval_set`` (never the test split) is only reported per epoch, never used to select.
     """
@@ -124,18 +101,18 @@ def train_model(
                 idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
                 if len(idx) < 2:
                     continue
-                xb = augment(x[idx], cfg, gen)
+                xb = task.augment(x[idx], cfg, gen)
                 logits = model(xb)
-                loss = F.cross_entropy(logits, y[idx], label_smoothing=cfg.label_smoothing)
+                loss = task.loss(logits, y[idx], label_smoothing=cfg.label_smoothing)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
                 tot += float(loss.detach()) * len(idx)
-                correct += float((logits.argmax(1) == y[idx]).sum())
+                correct += float(task.hits(logits.detach(), y[idx]))
             rec: dict[str, Any] = {"epoch": epoch + 1, "loss": tot / len(y), "train_acc": correct / len(y)}
             if eval_set is not None:
-                rec["eval_acc"] = accuracy(model, *eval_set)
+                rec["eval_acc"] = evaluate(model, *eval_set, task)
             history.append(rec)
             sink("train.epoch", label=label, **rec)
             tick(1, loss=f"{rec['loss']:.3f}", acc=f"{rec['train_acc']:.2f}")

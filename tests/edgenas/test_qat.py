@@ -10,6 +10,7 @@ from dscnn_toy import TinyDSCNN, randomize_bn
 from torch import nn
 
 from edgenas.qat import fake_quantized, fold_batchnorm, qat_finetune
+from edgenas.tasks import get_task
 from edgenas.train import TrainConfig
 
 
@@ -43,7 +44,7 @@ def test_qat_leaves_a_plain_model_with_int8_grid_weights() -> None:
     model = TinyDSCNN(channels=16, blocks=2, classes=4)
     x, y = _data()
     keys = list(model.state_dict())
-    info = qat_finetune(model, x, y, TrainConfig(qat_epochs=2, batch_size=32), seed=0)
+    info = qat_finetune(model, x, y, TrainConfig(qat_epochs=2, batch_size=32), get_task("kws"), seed=0)
     assert len(info["history"]) == 2
     assert sorted(model.state_dict()) == sorted(keys)  # loads into a freshly built model
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
@@ -65,7 +66,7 @@ def test_fake_quantized_forward_simulates_the_int8_tflite_model(tmp_path) -> Non
     torch.manual_seed(0)
     model = TinyDSCNN(channels=16, blocks=2, classes=4)
     x, y = _data(160)
-    qat_finetune(model, x, y, TrainConfig(qat_epochs=3, batch_size=32), seed=0)
+    qat_finetune(model, x, y, TrainConfig(qat_epochs=3, batch_size=32), get_task("kws"), seed=0)
     model.eval()
     path = export_tflite(model, (1, 1, 49, 10), tmp_path / "m.int8.tflite", quant="int8", calibration=x.numpy())
     x_test, _ = _data(64, seed=1)

@@ -1,0 +1,143 @@
+"""The task contract and the registry of tasks.
+
+A task owns everything that depends on the kind of data (DESIGN.md "Tasks"): its data
+configuration type, its dataset layouts and loaders, the training transform (raw input →
+the tensor a model eats), augmentation, loss and metric, an example input, and what the
+pipeline records about a dataset. The pipeline, search, training, export, calibration, report
+and CLI ask the task; they never branch on its name.
+
+Adding a task is one module (or folder) plus ``@TASKS.register(name)``; the contract tests in
+``tests/edgenas/test_tasks.py`` are parametrised over :data:`TASKS` and pick it up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+import numpy as np
+
+from edgenas.registry import Registry
+
+if TYPE_CHECKING:  # torch is imported where it is used: `edgenas tasks` and `--help` stay fast
+    import torch
+
+
+@dataclass(frozen=True)
+class Metric:
+    """How a task scores a model: ``name`` (``accuracy``, ``psnr``), whether higher is better, and
+    how int8 fidelity is judged against fp32 (``fidelity``: ``argmax agreement`` for classifiers)."""
+
+    name: str
+    higher_is_better: bool = True
+    fidelity: str = "argmax agreement"
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split as the model sees it: inputs ``x`` [N, C, H, W] float32 and targets ``y``."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+
+class Task:
+    """Base class of every registered task. Subclasses set the class attributes and fill in the
+    data methods; classification tasks inherit the loss and metric of :class:`Classification`."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""  # one line for `edgenas tasks`
+    data_config_class: ClassVar[type] = type(None)  # the frozen dataclass of one data configuration
+    default_space: ClassVar[str] = ""
+    metric: ClassVar[Metric] = Metric("accuracy")
+    input_kind: ClassVar[str] = ""  # what the board reads: "audio clip", "image", …
+    # axes of a model-input batch [N, C, H, W] the standardisation statistics reduce over (the
+    # others get one mean/std each, folded into the exported front end): channels by default
+    norm_axes: ClassVar[tuple[int, ...]] = (0, 2, 3)
+    # space options of a typical dataset, for building a space with no dataset at hand (calibration)
+    calibration_options: ClassVar[dict[str, Any]] = {}
+
+    # ---- data ----------------------------------------------------------------------------
+    def open_dataset(self, cfg: Any, *, sink: Callable[..., None], cache_dir: Any) -> Any:
+        """The dataset of a run config (``cfg.data``, ``cfg.layout``, ``cfg.seed``…)."""
+        raise NotImplementedError
+
+    def dataset_info(self, ds: Any) -> dict[str, Any]:
+        """What the data stage records about ``ds`` (name, classes, split sizes, …)."""
+        raise NotImplementedError
+
+    def check_split(self, ds: Any, split: str, sink: Callable[..., None]) -> None:
+        """Decode every raw file of ``split`` now (a one-line DataError naming a bad file): the
+        data stage checks the test split, whose features are computed only after training."""
+        raise NotImplementedError
+
+    def space_options(self, ds: Any) -> dict[str, Any]:
+        """Keyword arguments a space of this task takes from the dataset (e.g. ``num_classes``)."""
+        raise NotImplementedError
+
+    def load_split(self, ds: Any, split: str, data: Any, *, cache_dir: Any, sink: Callable[..., None],
+                   variant: Any = None) -> Split:
+        """The model inputs of ``split`` under data configuration ``data`` (cached by the task);
+        ``variant`` is one of :meth:`train_variants` (an extra copy of the training set)."""
+        raise NotImplementedError
+
+    def train_variants(self, train_cfg: Any) -> tuple[Any, ...]:
+        """Extra copies of the training set the final training gets (e.g. speed-perturbed audio)."""
+        return ()
+
+    def augment(self, x: torch.Tensor, train_cfg: Any, gen: torch.Generator) -> torch.Tensor:
+        """Random training augmentation of a batch of model inputs (none by default)."""
+        return x
+
+    def norm_stats(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std) over :attr:`norm_axes` of a training set's model inputs, float32."""
+        return (x.mean(axis=self.norm_axes).astype(np.float32),
+                (x.std(axis=self.norm_axes) + 1e-6).astype(np.float32))
+
+    def normalize(self, x: np.ndarray, stats: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """``x`` standardised by :meth:`norm_stats` (broadcast over :attr:`norm_axes`)."""
+        shape = [1 if a in self.norm_axes else x.shape[a] for a in range(x.ndim)]
+        return (x - stats[0].reshape(shape)) / stats[1].reshape(shape)
+
+    def example_input(self, data: Any, n: int = 2, seed: int = 0) -> np.ndarray:
+        """``n`` random model inputs of data configuration ``data`` (tests, micro-benchmarks)."""
+        shape = data.input_shape
+        return np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)
+
+    def describe_data(self, data: Any) -> str:
+        """One line for the report: the data configuration in the user's words."""
+        return ", ".join(f"{k} {v}" for k, v in data.to_dict().items())
+
+    # ---- objective -----------------------------------------------------------------------
+    def loss(self, out: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+        raise NotImplementedError
+
+    def hits(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Sum over the batch of the per-example metric (the metric is ``hits / N``)."""
+        raise NotImplementedError
+
+
+class Classification(Task):
+    """Cross-entropy loss, accuracy (argmax = label), int8 fidelity as argmax agreement."""
+
+    metric = Metric("accuracy", higher_is_better=True, fidelity="argmax agreement")
+
+    def loss(self, out: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        return F.cross_entropy(out, y, label_smoothing=label_smoothing)
+
+    def hits(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (out.argmax(1) == y).sum()
+
+
+TASKS: Registry[type[Task]] = Registry("task")
+
+_instances: dict[str, Task] = {}
+
+
+def get_task(name: str) -> Task:
+    """The (stateless, shared) instance of task ``name``; unknown names are one-line ConfigErrors."""
+    if name not in _instances:
+        _instances[name] = TASKS.get(name)()
+    return _instances[name]
