@@ -44,7 +44,8 @@ from edgenas.spec import ArchSpec, LayerDesc
 
 FORMAT = "edgenas-latency-predictor"
 FORMAT_VERSION = 1
-GROUPS = ("conv", "dw", "pw", "global_avgpool", "linear")
+GROUPS = ("conv", "dw", "pw", "global_avgpool", "linear")  # every encoder has these (and stored files)
+EXTRA_GROUPS = ("add", "concat", "pixel_shuffle")  # graph layers: in an encoder when its space has them
 LAYER_FEATURES = ("table_ms", "macs_m", "act_1e4", "count")
 RIDGE_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)  # large: falls back to a fitted table line
 
@@ -74,18 +75,27 @@ class SpecEncoder:
     """Feature layout: ``table_ms``, group × layer features, then one slot per ``(point, option)``."""
 
     slots: tuple[tuple[str, str], ...]
+    groups: tuple[str, ...] = GROUPS
 
     @classmethod
     def for_space(cls, space: SearchSpace) -> "SpecEncoder":
-        return cls(tuple((p.name, o) for p in space.choice_points() for o in p.options))
+        kinds = {d.kind for d in space.all_layers()}
+        return cls(tuple((p.name, o) for p in space.choice_points() for o in p.options),
+                   GROUPS + tuple(g for g in EXTRA_GROUPS if g in kinds))
 
     @property
     def n_numeric(self) -> int:
-        return 1 + len(GROUPS) * len(LAYER_FEATURES)
+        return 1 + len(self.groups) * len(LAYER_FEATURES)
+
+    def group(self, d: LayerDesc) -> int:
+        g = layer_group(d)
+        if g not in self.groups:
+            raise ConfigError(f"the latency predictor has no features for {g} layers; recalibrate")
+        return self.groups.index(g)
 
     @property
     def names(self) -> list[str]:
-        return (["table_ms"] + [f"{g}.{f}" for g in GROUPS for f in LAYER_FEATURES]
+        return (["table_ms"] + [f"{g}.{f}" for g in self.groups for f in LAYER_FEATURES]
                 + [f"{p}={o}" for p, o in self.slots])
 
     def missing(self, space: SearchSpace) -> list[str]:
@@ -98,7 +108,7 @@ class SpecEncoder:
         row[0] = table.overhead_ms
         nf = len(LAYER_FEATURES)
         for d in space.layers(spec):
-            g = GROUPS.index(layer_group(d))
+            g = self.group(d)
             f = layer_features(d, table)
             row[0] += f[0]
             row[1 + g * nf:1 + (g + 1) * nf] += f
@@ -173,7 +183,7 @@ class LatencyPredictor:
         nf = len(LAYER_FEATURES)
 
         def psi(d: LayerDesc) -> float:
-            g = GROUPS.index(layer_group(d))
+            g = self.encoder.group(d)
             f = layer_features(d, table)
             return float(w_table * f[0] + f @ self.weights[1 + g * nf:1 + (g + 1) * nf])
 
@@ -202,7 +212,8 @@ class LatencyPredictor:
             "format": FORMAT, "format_version": FORMAT_VERSION, "edgenas_version": edgenas.__version__,
             "model": "ridge regression on the spec encoding, 1/latency weighted",
             "metadata": self.metadata, "features": self.encoder.names + ["intercept"],
-            "slots": [list(s) for s in self.encoder.slots], "weights": self.weights.tolist(),
+            "slots": [list(s) for s in self.encoder.slots], "groups": list(self.encoder.groups),
+            "weights": self.weights.tolist(),
             "ridge": self.ridge, "floor_ms": self.floor_ms,
         }
 
@@ -216,7 +227,8 @@ class LatencyPredictor:
         if int(d.get("format_version", -1)) != FORMAT_VERSION:
             raise ConfigError(f"latency predictor format version {d.get('format_version')} is not "
                               f"{FORMAT_VERSION}; recalibrate with `edgenas calibrate`")
-        enc = SpecEncoder(tuple((str(p), str(o)) for p, o in d["slots"]))
+        enc = SpecEncoder(tuple((str(p), str(o)) for p, o in d["slots"]),
+                          tuple(str(g) for g in d.get("groups", GROUPS)))  # files before graph layers: GROUPS
         weights = np.array(d["weights"], np.float64)
         if weights.shape != (len(enc.names) + 1,):
             raise ValueError(f"{len(weights)} weights for {len(enc.names) + 1} features")

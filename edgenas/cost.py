@@ -41,16 +41,22 @@ def _numel(shape: tuple[int, int, int]) -> int:
 
 
 def ram_bytes(d: LayerDesc) -> float:
-    """Activation bytes live while this layer runs (int8): its input and output; a padded
-    layer first materialises the padded input, so it holds the larger of (in + padded) and
-    (padded + out)."""
+    """Activation bytes live while this layer runs (int8): its inputs and output, plus the
+    tensors it does not read that stay live across it (``d.held``: a skip tensor waiting for its
+    add). A padded layer first materialises the padded input, so it holds the larger of
+    (in + padded) and (padded + out); an add holds every input; a concat's inputs add up to its
+    output."""
     size_in, size_out = _numel(d.in_shape) * INT8_BYTES, _numel(d.out_shape) * INT8_BYTES
+    if d.kind == "add":
+        size_in *= d.n_inputs
+    elif d.kind == "concat":
+        size_in = size_out
     pt, pb, pl, pr = d.pad
     if pt or pb or pl or pr:
         c, h, w = d.in_shape
         padded = c * (h + pt + pb) * (w + pl + pr) * INT8_BYTES
-        return float(max(size_in + padded, padded + size_out))
-    return float(size_in + size_out)
+        return float(max(size_in + padded, padded + size_out) + d.held)
+    return float(size_in + size_out + d.held)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from edgenas.errors import ConfigError
@@ -165,11 +165,20 @@ class ArchSpec:
 
 @dataclass(frozen=True)
 class LayerDesc:
-    """One layer as the cost models see it (BatchNorm folded, activation fused).
+    """One layer (a node of the network's graph) as the cost models see it (BatchNorm folded,
+    activation fused).
 
-    ``kind``: ``conv2d`` (``groups`` = in channels makes it depthwise), ``linear``,
-    ``global_avgpool``. Shapes are (C, H, W) without batch; ``linear`` uses (C, 1, 1).
-    ``pad`` is (top, bottom, left, right) zero padding applied before the op.
+    ``kind``: ``conv2d`` (``groups`` = in channels makes it depthwise; ``dilation``), ``linear``,
+    ``global_avgpool``, ``add`` (elementwise sum of its inputs, e.g. a residual add), ``concat``
+    (along channels), ``pixel_shuffle`` (depth to space by ``stride[0]``), ``upsample`` (nearest,
+    by ``stride``). Shapes are (C, H, W) without batch; ``linear`` uses (C, 1, 1); ``in_shape`` of
+    an ``add`` is one input's shape, of a ``concat`` the first input's. ``pad`` is (top, bottom,
+    left, right) zero padding applied before the op.
+
+    ``inputs`` names the layers whose outputs this one reads ("" = the network input); empty means
+    the previous layer of the list (a chain). ``held`` is the int8 bytes of *other* tensors that stay
+    live while this layer runs (a skip tensor waiting for its add): :func:`with_liveness` computes it
+    from ``inputs``, and peak RAM adds it to the layer's own input and output.
     """
 
     name: str
@@ -183,6 +192,13 @@ class LayerDesc:
     activation: str | None = None
     bias: bool = True
     dtype: str = "int8"
+    dilation: tuple[int, int] = (1, 1)
+    inputs: tuple[str, ...] = ()
+    held: int = 0
+
+    @property
+    def n_inputs(self) -> int:
+        return max(1, len(self.inputs))
 
     @property
     def macs(self) -> int:
@@ -195,6 +211,10 @@ class LayerDesc:
         if self.kind == "global_avgpool":
             c, hi, wi = self.in_shape
             return c * hi * wi
+        if self.kind == "add":  # one addition per output element and extra input
+            return c_out * h * w * (self.n_inputs - 1)
+        if self.kind in ("concat", "pixel_shuffle", "upsample"):
+            return 0  # data movement only
         raise ValueError(f"unknown layer kind {self.kind}")
 
     @property
@@ -214,11 +234,59 @@ class LayerDesc:
         return self.weights + self.biases
 
     def key(self) -> str:
-        """Identity of the layer's computation (name excluded): the latency table's key."""
-        return canonical_json(
-            [self.kind, self.in_shape, self.out_shape, self.kernel, self.stride, self.pad,
-             self.groups, self.activation, self.bias, self.dtype]
-        )
+        """Identity of the layer's computation (name, inputs and liveness excluded): the latency
+        table's key. Fields added since the first table (dilation; the number of inputs of an
+        add or concat) enter only when they differ from a plain layer, so stored keys stay valid."""
+        base = [self.kind, self.in_shape, self.out_shape, self.kernel, self.stride, self.pad,
+                self.groups, self.activation, self.bias, self.dtype]
+        if self.dilation != (1, 1):
+            base.append({"dilation": self.dilation})
+        if self.kind in ("add", "concat"):
+            base.append({"inputs": self.n_inputs})
+        return canonical_json(base)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def with_liveness(layers: list[LayerDesc], bytes_per_element: int = 1) -> list[LayerDesc]:
+    """``layers`` (in execution order) with ``held`` set from the graph: while layer *i* runs,
+    every tensor produced before it and read by a layer after it, other than *i*'s own inputs,
+    stays live (a residual block's input until its add). For a chain every ``held`` is 0."""
+    names = [d.name for d in layers]
+    if len(set(names)) != len(names):
+        raise ValueError("layer names must be unique in a graph")
+    index = {n: i for i, n in enumerate(names)}
+    srcs: list[list[int]] = []  # producer indices (-1: the network input)
+    for i, d in enumerate(layers):
+        if not d.inputs:
+            srcs.append([i - 1])
+            continue
+        got = []
+        for n in d.inputs:
+            if n == "":
+                got.append(-1)
+            elif n not in index or index[n] >= i:
+                raise ValueError(f"layer {d.name} reads {n!r}, which is not an earlier layer")
+            else:
+                got.append(index[n])
+        srcs.append(got)
+    last_use = {-1: 0}
+    for i, ss in enumerate(srcs):
+        for j in ss:
+            last_use[j] = max(last_use.get(j, -1), i)
+    size = {-1: _numel(layers[0].in_shape)} if layers else {}
+    size.update({i: _numel(d.out_shape) for i, d in enumerate(layers)})
+    out = []
+    for i, d in enumerate(layers):
+        own = set(srcs[i])
+        held = sum(size[j] for j in range(-1, i) if j not in own and last_use.get(j, -1) > i)
+        out.append(replace(d, held=held * bytes_per_element))
+    return out

@@ -49,7 +49,7 @@ def _seed(desc: LayerDesc, fmt: str) -> int:
 def _conv_out(desc: LayerDesc) -> tuple[int, int]:
     _, h, w = desc.in_shape
     top, bottom, left, right = desc.pad
-    kh, kw = desc.kernel
+    kh, kw = ((k - 1) * d + 1 for k, d in zip(desc.kernel, desc.dilation))
     sh, sw = desc.stride
     return (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1
 
@@ -68,9 +68,12 @@ def _validate(desc: LayerDesc) -> None:
     elif desc.kind == "global_avgpool":
         if desc.out_shape[0] != desc.in_shape[0]:
             raise ValueError(f"layer {desc.name}: global_avgpool keeps channels, got {desc.in_shape} → {desc.out_shape}")
+    elif desc.kind == "add":
+        if desc.in_shape != desc.out_shape:
+            raise ValueError(f"layer {desc.name}: an add keeps its shape, got {desc.in_shape} → {desc.out_shape}")
     elif desc.kind != "linear":
-        raise ValueError(f"layer {desc.name}: unknown layer kind {desc.kind!r}")
-    if desc.activation not in (None, "relu"):
+        raise ValueError(f"layer {desc.name}: no micro-model for layer kind {desc.kind!r}")
+    if desc.activation not in (None, "relu", "relu6"):
         raise ValueError(f"layer {desc.name}: unsupported activation {desc.activation!r}")
 
 
@@ -100,11 +103,11 @@ def micro_model(desc: LayerDesc, fmt: str = "onnx-fp32", *, explicit_pad: bool =
         inits.append(numpy_helper.from_array(arr, name))
         return name
 
-    if desc.kind in ("conv2d", "global_avgpool"):
+    if desc.kind in ("conv2d", "global_avgpool", "add"):
         in_dims = [1, c_in, h, w]
     else:
         in_dims = [1, c_in]
-    if desc.kind == "conv2d":
+    if desc.kind in ("conv2d", "add"):
         out_dims = [1, c_out, desc.out_shape[1], desc.out_shape[2]]
     else:
         out_dims = [1, c_out]
@@ -116,7 +119,7 @@ def micro_model(desc: LayerDesc, fmt: str = "onnx-fp32", *, explicit_pad: bool =
         x_scale = init("x_scale", np.array(ACT_SCALE, np.float32))
         x_zp = init("x_zero_point", np.array(0, np.int8))
         y_scale = init("y_scale", np.array(ACT_SCALE, np.float32))
-        y_zp = init("y_zero_point", np.array(-128 if desc.activation == "relu" else 0, np.int8))
+        y_zp = init("y_zero_point", np.array(-128 if desc.activation in ("relu", "relu6") else 0, np.int8))
 
     x = "x"
     if int8:
@@ -133,6 +136,23 @@ def micro_model(desc: LayerDesc, fmt: str = "onnx-fp32", *, explicit_pad: bool =
     if int8:
         nodes.append(helper.make_node("DequantizeLinear", [x, x_scale, x_zp], ["x_dq"]))
         x = "x_dq"
+
+    if desc.kind == "add":  # x + relu(x), as micro_module (one graph input); int8: both QDQ'd
+        r = "x_relu"
+        nodes.append(helper.make_node("Relu", [x], [r]))
+        if int8:
+            nodes.append(helper.make_node("QuantizeLinear", [r, x_scale, x_zp], ["r_q"]))
+            nodes.append(helper.make_node("DequantizeLinear", ["r_q", x_scale, x_zp], ["r_dq"]))
+            r = "r_dq"
+        acc = x
+        for i in range(desc.n_inputs - 1):
+            out = "y" if (i == desc.n_inputs - 2 and not int8) else f"sum{i}"
+            nodes.append(helper.make_node("Add", [acc, r], [out]))
+            acc = out
+        if int8:
+            nodes.append(helper.make_node("QuantizeLinear", [acc, y_scale, y_zp], ["y_q"]))
+            nodes.append(helper.make_node("DequantizeLinear", ["y_q", y_scale, y_zp], ["y"]))
+        return _model(nodes, [x_in], [y_out], inits, "micro_add")
 
     if desc.kind == "global_avgpool":
         nodes.append(helper.make_node("GlobalAveragePool", [x], ["pooled"]))
@@ -170,11 +190,11 @@ def micro_model(desc: LayerDesc, fmt: str = "onnx-fp32", *, explicit_pad: bool =
             init("b", (0.01 * rng.standard_normal(c_out)).astype(np.float32))
             inputs.append("b")
 
-    out = "y_float" if (int8 or desc.activation == "relu") else "y"
+    out = "y_float" if (int8 or desc.activation is not None) else "y"
     if desc.kind == "conv2d":
         nodes.append(helper.make_node(
             "Conv", inputs, [out], kernel_shape=list(desc.kernel), strides=list(desc.stride),
-            pads=pad_in_conv, group=desc.groups, dilations=[1, 1],
+            pads=pad_in_conv, group=desc.groups, dilations=list(desc.dilation),
         ))
     else:
         nodes.append(helper.make_node("Gemm", inputs, [out], transB=1))
@@ -183,6 +203,9 @@ def micro_model(desc: LayerDesc, fmt: str = "onnx-fp32", *, explicit_pad: bool =
         nodes.append(helper.make_node("DequantizeLinear", ["y_q", y_scale, y_zp], ["y"]))
     elif desc.activation == "relu":
         nodes.append(helper.make_node("Relu", [out], ["y"]))
+    elif desc.activation == "relu6":
+        lo, hi = init("clip_lo", np.array(0.0, np.float32)), init("clip_hi", np.array(6.0, np.float32))
+        nodes.append(helper.make_node("Clip", [out, lo, hi], ["y"]))
     return _model(nodes, [x_in], [y_out], inits, f"micro_{desc.kind}")
 
 
@@ -205,10 +228,11 @@ def empty_model(shape: Sequence[int], fmt: str = "onnx-fp32") -> Any:
 
 
 def chain_model(layers: Sequence[LayerDesc], fmt: str = "onnx-fp32", seed: int = 0) -> Any:
-    """A whole sequential network (conv2d… → global_avgpool → linear) as one ONNX model with
-    random weights, in the graph form the real export produces: fp32 Conv/Relu, or for int8 the
-    QDQ form of ``quantize_static`` (one Quantize/Dequantize pair per activation tensor). Its
-    latency is what a per-layer table must add up to, so tables are corrected against it."""
+    """A whole network (conv2d… → global_avgpool → linear; a graph when layers name their
+    ``inputs``: residual adds) as one ONNX model with random weights, in the graph form the real
+    export produces: fp32 Conv/Relu, or for int8 the QDQ form of ``quantize_static`` (one
+    Quantize/Dequantize pair per activation tensor). Its latency is what a per-layer table must
+    add up to, so tables are corrected against it."""
     from onnx import TensorProto, helper, numpy_helper
 
     _check_fmt(fmt)
@@ -233,13 +257,28 @@ def chain_model(layers: Sequence[LayerDesc], fmt: str = "onnx-fp32", seed: int =
 
     if int8:
         cur = qdq(cur, False)
+    index = {d.name: i for i, d in enumerate(layers)}
+    outs: list[tuple[str, bool]] = []  # every layer's output tensor and whether it is ReLU-clamped
+    net_in = (cur, False)
     for i, d in enumerate(layers):
         _validate(d)
         name = f"l{i}"
+        srcs = [outs[i - 1] if i else net_in] if not d.inputs else \
+            [net_in if n == "" else outs[index[n]] for n in d.inputs]
+        cur, relu_zp = srcs[0]
+        if d.kind == "add":
+            acc = cur
+            for k, (t, _) in enumerate(srcs[1:]):
+                nodes.append(helper.make_node("Add", [acc, t], [f"{name}_s{k}"]))
+                acc = f"{name}_s{k}"
+            cur = qdq(acc, False) if int8 else acc
+            outs.append((cur, False))
+            continue
         if d.kind == "global_avgpool":  # as torch.onnx exports x.mean((2, 3)): ReduceMean, no keepdims
             axes = init(f"{name}_axes", np.array([2, 3], np.int64))
             nodes.append(helper.make_node("ReduceMean", [cur, axes], [f"{name}_p"], keepdims=0))
             cur = qdq(f"{name}_p", relu_zp) if int8 else f"{name}_p"
+            outs.append((cur, relu_zp))
             continue
         c_in, c_out = d.in_shape[0], d.out_shape[0]
         w_shape = (c_out, c_in // d.groups, *d.kernel) if d.kind == "conv2d" else (c_out, c_in)
@@ -263,14 +302,20 @@ def chain_model(layers: Sequence[LayerDesc], fmt: str = "onnx-fp32", seed: int =
         if d.kind == "conv2d":
             top, bottom, left, right = d.pad
             nodes.append(helper.make_node("Conv", ins, [f"{name}_y"], kernel_shape=list(d.kernel),
-                                          strides=list(d.stride), pads=[top, left, bottom, right], group=d.groups))
+                                          strides=list(d.stride), pads=[top, left, bottom, right], group=d.groups,
+                                          dilations=list(d.dilation)))
         else:
             nodes.append(helper.make_node("Gemm", ins, [f"{name}_y"], transB=1))
-        out, relu_zp = f"{name}_y", d.activation == "relu"
-        if relu_zp and not int8:
+        out, relu_zp = f"{name}_y", d.activation in ("relu", "relu6")
+        if d.activation == "relu" and not int8:
             nodes.append(helper.make_node("Relu", [out], [f"{name}_r"]))
             out = f"{name}_r"
+        elif d.activation == "relu6" and not int8:
+            lo, hi = init(f"{name}_lo", np.array(0.0, np.float32)), init(f"{name}_hi", np.array(6.0, np.float32))
+            nodes.append(helper.make_node("Clip", [out, lo, hi], [f"{name}_r"]))
+            out = f"{name}_r"
         cur = qdq(out, relu_zp) if int8 else out
+        outs.append((cur, relu_zp))
     last = layers[-1]
     nodes.append(helper.make_node("Identity", [cur], ["y"]))
     y_out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, last.out_shape[0]])
@@ -314,10 +359,10 @@ def save_layer_model(desc: LayerDesc, fmt: str, path: str | Path) -> Path:
         return _save_onnx(micro_model(desc, fmt), Path(path))
     import torch
 
-    from edgenas.layers import layer_module
+    from edgenas.layers import micro_module
 
     torch.manual_seed(_seed(desc, fmt) % (2 ** 31))
-    module = layer_module(desc)
+    module = micro_module(desc)
     shape = desc.in_shape if desc.kind != "linear" else (desc.in_shape[0],)
     return _save_tflite(module, shape, fmt, Path(path))
 
@@ -341,7 +386,8 @@ def save_chain_model(layers: Sequence[LayerDesc], fmt: str, path: str | Path) ->
         return _save_onnx(chain_model(layers, fmt), Path(path))
     import torch
 
-    from edgenas.layers import chain_module
+    from edgenas.layers import GraphNet, chain_module
 
     torch.manual_seed(0)
-    return _save_tflite(chain_module(layers), layers[0].in_shape, fmt, Path(path))
+    graph = any(d.inputs for d in layers)
+    return _save_tflite(GraphNet(layers) if graph else chain_module(layers), layers[0].in_shape, fmt, Path(path))
