@@ -540,6 +540,12 @@ class Pipeline:
     def _stage_report(self, spec: ArchSpec) -> dict[str, Any]:
         from edgenas.report import build_metrics, render_report
 
+        from edgenas.plots import search_history
+
+        cfg = self.cfg
+        limits = {"latency": cfg.max_latency_ms, "ram": cfg.max_ram_kb * 1024, "flash": cfg.max_flash_kb * 1024}
+        search_history(self.run.read_json("search.json")["history"], {k: v for k, v in limits.items() if v > 0},
+                       self.run.file("plots/search.png"), metric=self.task.metric.name)
         metrics = build_metrics(self, spec)
         self.run.write_json("metrics.json", metrics)
         self.run.write_text("report.md", render_report(self, spec, metrics))

@@ -138,6 +138,8 @@ def _file_list(root: Any) -> str:
     text += f", `export/` ({', '.join(export)})" if export else ""
     text += ", `bundle/` and `bundle.tar.gz` (for `edgenas deploy`)" if (root / "bundle.tar.gz").exists() else ""
     text += ", `checkpoints/`" if (root / "checkpoints").is_dir() else ""
+    plots = sorted(f.name for f in (root / "plots").glob("*.png")) if (root / "plots").is_dir() else []
+    text += f", `plots/` ({', '.join(plots)})" if plots else ""
     if not any(n.endswith(".tflite") for n in export) and importlib.util.find_spec("tensorflow") is None:
         text += (". No TFLite files: TensorFlow is not installed; `pip install 'edgenas[tflite]'` and "
                  "`edgenas export RUN --format tflite` add `model.{fp32,int8}.tflite` and `frontend.fp32.tflite`")
@@ -235,6 +237,8 @@ def render_report(p: "Pipeline", spec: ArchSpec, m: dict[str, Any]) -> str:
               f"Strategy `{cfg.search.strategy}`, {cfg.search.epochs} epochs (first {cfg.search.warmup_frac:.0%} warm-up), "
               f"{search['seconds']:.0f} s. Weights trained on the train split, choice logits on the speaker-disjoint "
               "val split; the test split was first read after final training.", "",
+              *(["![search history: choice entropy, metric, expected and derived cost against each budget]"
+                 "(plots/search.png)", ""] if (run.path / "plots" / "search.png").is_file() else []),
               "| epoch | phase | train acc | val acc | entropy | data | " +
               " | ".join(f"E[{c['name']}] / derived" for c in run.result("budgets")["constraints"]) + " |",
               "|---|---|---|---|---|---|" + "---|" * len(run.result("budgets")["constraints"])]

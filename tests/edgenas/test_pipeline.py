@@ -120,6 +120,9 @@ def test_resumed_run_is_complete_and_consistent(interrupted: Interrupted) -> Non
                  "report.md", "search.json"):
         assert (path / name).is_file(), name
     assert json.loads((path / "metrics.json").read_text()) == json.loads(json.dumps(m))
+    # the run's picture of its search, linked from the report
+    assert (path / "plots" / "search.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "](plots/search.png)" in (path / "report.md").read_text()
     spec = ArchSpec.from_json((path / "arch.json").read_text())
     state = json.loads((path / "state.json").read_text())
     derive = state["stages"]["derive"]["result"]
