@@ -97,3 +97,39 @@ def test_add_and_dilated_micro_models_run_in_onnxruntime(tmp_path) -> None:
         ops = [n.op_type for n in __import__("onnx").load(str(path)).graph.node]
         assert ops.count("Add") == 1 and ops.count("Conv") == 4
         assert sess.run(None, {"x": np.zeros((1, 3, 8, 8), np.float32)})[0].shape == (1, 4)
+
+
+def _mb_block(c: int, e: int, hw: int, name: str, prev: str) -> list[LayerDesc]:
+    m = c * e
+    return [LayerDesc(f"{name}.expand", "conv2d", (c, hw, hw), (m, hw, hw), activation="relu6", inputs=(prev,)),
+            LayerDesc(f"{name}.dw", "conv2d", (m, hw, hw), (m, hw, hw), (3, 3), pad=(1, 1, 1, 1), groups=m,
+                      activation="relu6"),
+            LayerDesc(f"{name}.project", "conv2d", (m, hw, hw), (c, hw, hw)),
+            LayerDesc(f"{name}.add", "add", (c, hw, hw), (c, hw, hw), inputs=(prev, f"{name}.project"), bias=False)]
+
+
+def test_residual_ram_model_against_the_exported_int8_tflite(tmp_path) -> None:
+    """An inverted-residual image network (32 px RGB, MobileNetV2 blocks with residual adds): the
+    liveness model's peak against the peak of the exported int8 TFLite file's tensors in
+    execution order. Both hold the skip tensor across the block; the model also counts the
+    depthwise conv's zero-padded input, which TFLite's SAME padding does not materialise."""
+    pytest.importorskip("tensorflow")
+    from edgenas.cost import ram_bytes
+    from edgenas.export.tflite_export import tflite_int8_random, verify_tflite
+
+    layers = [LayerDesc("stem", "conv2d", (3, 32, 32), (16, 16, 16), (3, 3), (2, 2), (0, 1, 0, 1),
+                        activation="relu6", inputs=("",))]
+    layers += _mb_block(16, 4, 16, "b0", "stem") + _mb_block(16, 3, 16, "b1", "b0.add")
+    layers += [LayerDesc("down", "conv2d", (16, 16, 16), (32, 8, 8), stride=(2, 2), activation="relu6")]
+    layers += _mb_block(32, 4, 8, "b2", "down")
+    layers += [LayerDesc("pool", "global_avgpool", (32, 8, 8), (32, 1, 1), bias=False),
+               LayerDesc("fc", "linear", (32, 1, 1), (10, 1, 1))]
+    graph = with_liveness(layers)
+    peak = max(graph, key=ram_bytes)
+    torch.manual_seed(0)
+    ver = verify_tflite(tflite_int8_random(GraphNet(graph).eval(), (1, 3, 32, 32), tmp_path / "res.tflite"))
+    assert peak.name == "b0.dw" and ver["peak_op"].startswith("DEPTHWISE_CONV_2D")
+    skip, act = 16 * 16 * 16, 64 * 16 * 16
+    assert peak.held == skip
+    assert ram_bytes(peak) == 41216 == act + 64 * 18 * 18 + skip  # padded input + output + skip
+    assert ver["peak_activation_bytes"] == 36864 == act + act + skip  # input + output + skip
