@@ -28,6 +28,31 @@ class Clip:
     offset: float = 0.0  # silence clips cut from background noise: start second; else 0
 
 
+def split_fingerprint(header: str, classes: list[str], splits: dict[str, list[Any]],
+                      line: Callable[[Any], str]) -> str:
+    """16 hex digits of SHA-256 over ``header``, the class names and every split's items (one
+    ``line`` each, in order): a dataset's identity in cache keys."""
+    h = hashlib.sha256()
+    h.update(header.encode())
+    h.update("\0".join(classes).encode())
+    for split in sorted(splits):
+        h.update(f"\1{split}\1".encode())
+        for it in splits[split]:
+            h.update(line(it).encode())
+    return h.hexdigest()[:16]
+
+
+def class_counts(splits: dict[str, list[Any]], n_classes: int) -> dict[str, list[int]]:
+    """Per split, the number of items (anything with a ``label``) of each class."""
+    out: dict[str, list[int]] = {}
+    for split, items in splits.items():
+        n = [0] * n_classes
+        for it in items:
+            n[it.label] += 1
+        out[split] = n
+    return out
+
+
 @dataclass
 class AudioDataset:
     """A labelled audio dataset with speaker-aware train/val/test splits.
@@ -46,24 +71,12 @@ class AudioDataset:
 
     def fingerprint(self) -> str:
         """Stable hash of name, root, classes and splits (paths, labels, offsets)."""
-        h = hashlib.sha256()
-        h.update(f"{self.name}\0{self.root}\0{self.native_rate}\0".encode())
-        h.update("\0".join(self.classes).encode())
-        for split in sorted(self.splits):
-            h.update(f"\1{split}\1".encode())
-            for c in self.splits[split]:
-                h.update(f"{c.path}\0{c.label}\0{c.offset:.6f}\n".encode())
-        return h.hexdigest()[:16]
+        return split_fingerprint(f"{self.name}\0{self.root}\0{self.native_rate}\0", self.classes, self.splits,
+                                 lambda c: f"{c.path}\0{c.label}\0{c.offset:.6f}\n")
 
     def counts(self) -> dict[str, list[int]]:
         """Per split, the number of clips of each class."""
-        out: dict[str, list[int]] = {}
-        for split, clips in self.splits.items():
-            n = [0] * len(self.classes)
-            for c in clips:
-                n[c.label] += 1
-            out[split] = n
-        return out
+        return class_counts(self.splits, len(self.classes))
 
     def speakers(self, split: str) -> set[str]:
         return {c.speaker for c in self.splits[split] if c.speaker}

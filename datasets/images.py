@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from edgenas.datasets.base import class_counts, split_fingerprint
 from edgenas.errors import DataError
 from edgenas.events import EventSink, null_sink, progress
 
@@ -63,23 +64,13 @@ class ImageDataset:
     synthetic: bool = False
 
     def fingerprint(self) -> str:
-        h = hashlib.sha256()
-        h.update(f"{self.name}\0{self.root}\0{self.size}\0".encode())
-        h.update("\0".join(self.classes).encode())
-        for split in sorted(self.splits):
-            h.update(f"\1{split}\1".encode())
-            for it in self.splits[split]:
-                h.update(f"{it.path}\0{it.label}\n".encode())
-        return h.hexdigest()[:16]
+        """Stable hash of name, root, source size, classes and splits (paths, labels)."""
+        return split_fingerprint(f"{self.name}\0{self.root}\0{self.size}\0", self.classes, self.splits,
+                                 lambda it: f"{it.path}\0{it.label}\n")
 
     def counts(self) -> dict[str, list[int]]:
-        out = {}
-        for split, items in self.splits.items():
-            n = [0] * len(self.classes)
-            for it in items:
-                n[it.label] += 1
-            out[split] = n
-        return out
+        """Per split, the number of images of each class."""
+        return class_counts(self.splits, len(self.classes))
 
 
 def is_image_folder(root: Path) -> bool:

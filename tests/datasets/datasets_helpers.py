@@ -63,3 +63,17 @@ def build_fsdd(root: Path, speakers: list[str], indices: range = range(6), rate:
             for i in indices:
                 write_tone(root / "recordings" / f"{d}_{s}_{i}.wav", rate, 0.1, 300 + 30 * d)
     return root
+
+
+def tar_gz(members: dict[str, bytes]) -> bytes:
+    """A .tar.gz archive of ``members`` (name → bytes), built in memory."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()

@@ -1,29 +1,16 @@
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import io
 import socket
-import tarfile
-import threading
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from edgenas.datasets import download_speech_commands, open_dataset
 from edgenas.errors import DataError
 
-
-def _tar_gz(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+from datasets_helpers import tar_gz
 
 
 def _wav_bytes() -> bytes:
@@ -35,32 +22,13 @@ def _wav_bytes() -> bytes:
     return buf.getvalue()
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    root = tmp_path / "www"
-    root.mkdir()
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", root
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
 def test_download_extract_and_reuse(server: tuple[str, Path], tmp_path: Path) -> None:
     base, www = server
     wav = _wav_bytes()
     members = {f"{w}/0000000{i}_nohash_0.wav": wav for w in ("yes", "no") for i in range(3)}
     members["validation_list.txt"] = b"yes/00000001_nohash_0.wav\nno/00000001_nohash_0.wav\n"
     members["testing_list.txt"] = b"yes/00000002_nohash_0.wav\nno/00000002_nohash_0.wav\n"
-    archive = _tar_gz(members)
+    archive = tar_gz(members)
     (www / "sc.tar.gz").write_bytes(archive)
     events: list[str] = []
     cache = tmp_path / "cache"
@@ -80,7 +48,7 @@ def test_download_extract_and_reuse(server: tuple[str, Path], tmp_path: Path) ->
 
 def test_checksum_mismatch(server: tuple[str, Path], tmp_path: Path) -> None:
     base, www = server
-    (www / "sc.tar.gz").write_bytes(_tar_gz({"yes/a_nohash_0.wav": _wav_bytes()}))
+    (www / "sc.tar.gz").write_bytes(tar_gz({"yes/a_nohash_0.wav": _wav_bytes()}))
     cache = tmp_path / "cache"
     with pytest.raises(DataError, match="checksum mismatch"):
         download_speech_commands(1, cache, url=f"{base}/sc.tar.gz", sha256="0" * 64)
@@ -104,7 +72,7 @@ def test_unreachable_server(tmp_path: Path) -> None:
 
 def test_rejects_escaping_members(server: tuple[str, Path], tmp_path: Path) -> None:
     base, www = server
-    archive = _tar_gz({"../evil.txt": b"x"})
+    archive = tar_gz({"../evil.txt": b"x"})
     (www / "evil.tar.gz").write_bytes(archive)
     cache = tmp_path / "cache"
     with pytest.raises(DataError, match="escapes"):

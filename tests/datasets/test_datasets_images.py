@@ -4,15 +4,11 @@ handled and said, the stratified held-out split, the matrix front end, the CIFAR
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import io
 import pickle
 import tarfile
-import threading
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -21,6 +17,8 @@ from PIL import Image
 from edgenas.datasets.images import (check_image_file, download_cifar10, held_out, load_pixels, open_image_folder,
                                      resize_matrix, transform)
 from edgenas.errors import DataError
+
+from datasets_helpers import tar_gz
 
 SHARED_CIFAR = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10_images"
 
@@ -158,25 +156,7 @@ def test_shared_cifar10_sample_opens() -> None:
     assert ds.counts()["test"] == [100] * 10
 
 
-# ---- CIFAR-10 download against a local HTTP server --------------------------------------------
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    root = tmp_path / "www"
-    root.mkdir()
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", root
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
+# ---- CIFAR-10 download against a local HTTP server (the `server` fixture, conftest.py) -----------
 def _cifar_archive(n: int = 4) -> bytes:
     """The CIFAR-10 python archive's layout and pickle format, with ``n`` images per batch."""
     rng = np.random.default_rng(0)
@@ -184,13 +164,7 @@ def _cifar_archive(n: int = 4) -> bytes:
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         members[f"cifar-10-batches-py/{name}"] = pickle.dumps(
             {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": [i % 2 for i in range(n)]})
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    return tar_gz(members)
 
 
 def test_cifar10_download_writes_an_image_folder(server, tmp_path: Path) -> None:
@@ -219,11 +193,6 @@ def test_cifar10_download_errors(server, tmp_path: Path) -> None:
         download_cifar10(tmp_path / "c1", url=f"{base}/cifar.tar.gz", sha256="0" * 64)
     with pytest.raises(DataError, match="cannot download"):
         download_cifar10(tmp_path / "c2", url=f"{base}/missing.tar.gz")
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        info = tarfile.TarInfo("something/else.txt")
-        info.size = 2
-        tar.addfile(info, io.BytesIO(b"hi"))
-    (www / "other.tar.gz").write_bytes(buf.getvalue())
+    (www / "other.tar.gz").write_bytes(tar_gz({"something/else.txt": b"hi"}))
     with pytest.raises(DataError, match="is not the CIFAR-10 python archive"):
         download_cifar10(tmp_path / "c3", url=f"{base}/other.tar.gz")
