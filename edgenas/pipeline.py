@@ -537,16 +537,22 @@ class Pipeline:
                 out["frontend"]["latency_passes_ms"] = passes
         return out
 
-    def _stage_report(self, spec: ArchSpec) -> dict[str, Any]:
-        from edgenas.report import build_metrics, render_report
+    def record(self) -> Any:
+        """What the report reads about this run (:class:`~edgenas.report.RunRecord`)."""
+        from edgenas.report import RunRecord
 
+        return RunRecord(run=self.run, cfg=self.cfg, task=self.task, space=self.space, latency_table=self._lut)
+
+    def _stage_report(self, spec: ArchSpec) -> dict[str, Any]:
         from edgenas.plots import search_history
+        from edgenas.report import build_metrics, render_report
 
         cfg = self.cfg
         limits = {"latency": cfg.max_latency_ms, "ram": cfg.max_ram_kb * 1024, "flash": cfg.max_flash_kb * 1024}
         search_history(self.run.read_json("search.json")["history"], {k: v for k, v in limits.items() if v > 0},
                        self.run.file("plots/search.png"), metric=self.task.metric.name)
-        metrics = build_metrics(self, spec)
+        record = self.record()
+        metrics = build_metrics(record, spec)
         self.run.write_json("metrics.json", metrics)
-        self.run.write_text("report.md", render_report(self, spec, metrics))
+        self.run.write_text("report.md", render_report(record, spec, metrics))
         return metrics

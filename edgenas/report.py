@@ -1,18 +1,30 @@
-"""metrics.json and report.md of a finished run."""
+"""metrics.json and report.md of a finished run, rendered from a record of the run.
+
+A :class:`RunRecord` is what the report reads: the run directory (its stage results and files),
+the resolved config, the task, the search space and the latency table the run priced with. The
+pipeline hands one over (``Pipeline.record()``); the report never sees the pipeline.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from edgenas import cost
 from edgenas.constraints import BUDGETS
 from edgenas.spec import ArchSpec
 
-if TYPE_CHECKING:
-    from edgenas.pipeline import Pipeline
+
+@dataclass(frozen=True)
+class RunRecord:
+    run: Any  # RunDir: stage results (state.json) and files of the run
+    cfg: Any  # RunConfig, resolved
+    task: Any  # the run's Task
+    space: Any  # the run's SearchSpace
+    latency_table: Any = None  # the LatencyTable the run's budgets priced with (None: no latency budget)
 
 
-def build_metrics(p: "Pipeline", spec: ArchSpec) -> dict[str, Any]:
+def build_metrics(p: RunRecord, spec: ArchSpec) -> dict[str, Any]:
     run, cfg = p.run, p.cfg
     data, derive = run.result("data"), run.result("derive")
     train, export, meas = run.result("train"), run.result("export"), run.result("measure")
@@ -146,7 +158,7 @@ def _file_list(root: Any) -> str:
     return text + "."
 
 
-def render_report(p: "Pipeline", spec: ArchSpec, m: dict[str, Any]) -> str:
+def render_report(p: RunRecord, spec: ArchSpec, m: dict[str, Any]) -> str:
     run, cfg, space = p.run, p.cfg, p.space
     data, derive, search = run.result("data"), run.result("derive"), run.read_json("search.json")
     lines = [f"# edgenas run `{run.path.name}` — {cfg.task} on {cfg.device}", ""]
@@ -208,7 +220,7 @@ def render_report(p: "Pipeline", spec: ArchSpec, m: dict[str, Any]) -> str:
     lines += ["", "## Per-layer cost", "",
               "| layer | kind | in | out | kernel | stride | groups | MACs | params | flash B | RAM B | table ms |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    lut = p._lut
+    lut = p.latency_table
     for desc in space.layers(spec):
         lat = f"{lut.layer_ms(desc):.4f}" if lut is not None and desc in lut else "–"
         lines.append(

@@ -37,7 +37,7 @@ def test_metrics_rebuild_from_the_run_state(run_copy: Path) -> None:
     saved = json.loads((run_copy / "metrics.json").read_text())
     run, p, spec = _open(run_copy)
     with run:
-        m = json.loads(json.dumps(build_metrics(p, spec)))
+        m = json.loads(json.dumps(build_metrics(p.record(), spec)))
     for key in ("arch_hash", "accuracy", "latency_ms", "budgets", "macs", "params", "flash_bytes", "ram_bytes",
                 "data_config", "choices", "dataset", "all_budgets_hold"):
         assert m[key] == saved[key], key
@@ -55,7 +55,7 @@ def test_report_is_reproducible(run_copy: Path) -> None:
     run, p, spec = _open(run_copy)
     with run:
         p.latency_table()  # the table the run used, read back from the measurement store
-        text = render_report(p, spec, saved)
+        text = render_report(p.record(), spec, saved)
     original = (run_copy / "report.md").read_text().rstrip("\n").splitlines()
     again = text.rstrip("\n").splitlines()
 
@@ -73,7 +73,7 @@ def test_report_sections_and_per_layer_table(run_copy: Path) -> None:
     saved = json.loads((run_copy / "metrics.json").read_text())
     run, p, spec = _open(run_copy)
     with run:
-        text = render_report(p, spec, saved)
+        text = render_report(p.record(), spec, saved)
         layers = p.space.layers(spec)
         selection = p.space.selection(spec)
     for section in ("## Summary", "## Budgets (as measured)", "## Architecture", "## Per-layer cost", "## Search",
@@ -100,8 +100,8 @@ def test_report_sections_and_per_layer_table(run_copy: Path) -> None:
 def test_violated_budget_is_reported(run_copy: Path) -> None:
     run, p, spec = _open(run_copy, max_ram_kb=0.001, max_latency_ms=1e-6)
     with run:
-        m = build_metrics(p, spec)
-        text = render_report(p, spec, m)
+        m = build_metrics(p.record(), spec)
+        text = render_report(p.record(), spec, m)
     assert m["budgets"]["ram"]["holds"] is False and m["budgets"]["latency"]["holds"] is False
     assert m["all_budgets_hold"] is False
     assert text.count("**VIOLATED**") == 2
@@ -110,8 +110,8 @@ def test_violated_budget_is_reported(run_copy: Path) -> None:
 def test_no_budgets(run_copy: Path) -> None:
     run, p, spec = _open(run_copy, max_ram_kb=0.0, max_latency_ms=0.0)
     with run:
-        m = build_metrics(p, spec)
-        text = render_report(p, spec, m)
+        m = build_metrics(p.record(), spec)
+        text = render_report(p.record(), spec, m)
     assert m["budgets"] == {} and m["all_budgets_hold"] is True
     assert "No budgets were given." in text
 
@@ -121,7 +121,7 @@ def test_synthetic_data_is_flagged(run_copy: Path) -> None:
     saved["dataset"]["synthetic"] = True
     run, p, spec = _open(run_copy)
     with run:
-        text = render_report(p, spec, saved)
+        text = render_report(p.record(), spec, saved)
     assert "SYNTHETIC DEMO DATA" in text.split("## Summary")[0]
 
 
@@ -130,7 +130,7 @@ def test_latency_table_column_when_loaded(run_copy: Path) -> None:
     saved = json.loads((run_copy / "metrics.json").read_text())
     with run:
         table = p.latency_table()
-        text = render_report(p, spec, saved)
+        text = render_report(p.record(), spec, saved)
     assert table.measured == 0  # every layer came from the shared store, nothing re-measured
     for d in p.space.layers(spec):
         assert f"| {table.layer_ms(d):.4f} |" in text
@@ -141,13 +141,13 @@ def test_data_first_scores_are_reported(run_copy: Path) -> None:
     saved = json.loads((run_copy / "metrics.json").read_text())
     run, p, spec = _open(run_copy)
     with run:
-        assert "Data first:" not in render_report(p, spec, saved)  # one data configuration: nothing scored
+        assert "Data first:" not in render_report(p.record(), spec, saved)  # one data configuration: nothing scored
         search = json.loads((run_copy / "search.json").read_text())
         search["data_scores"] = [
             {"data": spec.data.key(), "val_loss": 0.5, "val_acc": 0.8, "penalty": 0.0, "score": 0.5},
             {"data": "sr8000_mfcc40_mel40_w30_h10_c1000", "val_loss": 0.4, "val_acc": 0.85, "penalty": 0.3, "score": 0.7}]
         run.write_json("search.json", search)
-        text = render_report(p, spec, saved)
+        text = render_report(p.record(), spec, saved)
     assert "Data first:" in text
     assert f"| {spec.data.key()} | 0.500 | 0.800 | 0.000 | 0.500 |" in text
     assert "| sr8000_mfcc40_mel40_w30_h10_c1000 | 0.400 | 0.850 | 0.300 | 0.700 |" in text
@@ -168,8 +168,8 @@ def test_an_over_budget_latency_is_measured_again(run_copy: Path, tmp_path: Path
         fe_passes = out["frontend"]["latency_passes_ms"]  # and, over end to end, the shipped front end
         assert len(fe_passes) == 3 and out["frontend"]["latency_stat_ms"] == min(fe_passes)
         run.state["stages"]["measure"]["result"] = out
-        m = build_metrics(p, spec)
-        text = render_report(p, spec, m)
+        m = build_metrics(p.record(), spec)
+        text = render_report(p.record(), spec, m)
     assert m["latency_ms"]["passes"] == passes and m["budgets"]["latency"]["holds"] is False
     assert "3 passes (" in text and "the lowest is the figure" in text
     _print_summary(m)
