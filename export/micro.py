@@ -72,7 +72,7 @@ def _validate(desc: LayerDesc) -> None:
         if desc.in_shape != desc.out_shape:
             raise ValueError(f"layer {desc.name}: an add keeps its shape, got {desc.in_shape} → {desc.out_shape}")
     elif desc.kind != "linear":
-        raise ValueError(f"layer {desc.name}: no micro-model for layer kind {desc.kind!r}")
+        raise ValueError(f"layer {desc.name}: unknown layer kind {desc.kind!r} for a micro-model")
     if desc.activation not in (None, "relu", "relu6"):
         raise ValueError(f"layer {desc.name}: unsupported activation {desc.activation!r}")
 

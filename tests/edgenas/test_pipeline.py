@@ -209,7 +209,7 @@ def test_speed_perturbed_training_set(tone_fsdd: Path, tmp_path: Path, monkeypat
         n = len(tr.y) + len(va.y)
         assert len(x) == len(y) == 3 * n and torch.equal(x[:len(tr.y)], tr.x)
         assert torch.equal(y, torch.cat([tr.y, va.y] * 3))
-        slow = p.features("train", d, speed=0.9)
+        slow = p.features("train", d, variant=0.9)
         assert torch.equal(x[n:n + len(tr.y)], slow.x) and not torch.allclose(slow.x, tr.x)
         assert len(p.training_set(d)[0]) == 3 * len(tr.y)
         out = p._stage_train(p.space.sample(random.Random(0)))
