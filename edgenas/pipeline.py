@@ -547,10 +547,9 @@ class Pipeline:
         from edgenas.plots import search_history
         from edgenas.report import build_metrics, render_report
 
-        cfg = self.cfg
-        limits = {"latency": cfg.max_latency_ms, "ram": cfg.max_ram_kb * 1024, "flash": cfg.max_flash_kb * 1024}
-        search_history(self.run.read_json("search.json")["history"], {k: v for k, v in limits.items() if v > 0},
-                       self.run.file("plots/search.png"), metric=self.task.metric.name)
+        limits = {c["name"]: c["limit"] for c in self.run.result("budgets")["constraints"]}  # the searched budgets
+        search_history(self.run.read_json("search.json")["history"], limits, self.run.file("plots/search.png"),
+                       metric=self.task.metric.name)
         record = self.record()
         metrics = build_metrics(record, spec)
         self.run.write_json("metrics.json", metrics)

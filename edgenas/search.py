@@ -117,12 +117,12 @@ def _phase_progress(plan: list[str], epoch: int) -> float:
 
 
 def choose_data(space: SearchSpace, net: torch.nn.Module, strategy: Strategy, val: list[SplitTensors],
-                constraints: list[Constraint], cfg: SearchConfig, objective: Any = None) -> list[dict[str, Any]]:
+                constraints: list[Constraint], cfg: SearchConfig,
+                objective: Any = CLASSIFICATION) -> list[dict[str, Any]]:
     """Score every data option on its whole val split: mean loss (``objective``'s, cross-entropy
     by default) of the supernet under
     the current (warm-up) architecture gates + each constraint's term with the data fixed to that
     option. Freezes the data choice points at the best and returns the scores, best first."""
-    objective = objective or CLASSIFICATION
     scores = []
     # batches in a fixed random order, the same clips for every option: the supernet runs in
     # train mode (batch statistics, as in every search step), and a split stored class by class
