@@ -118,15 +118,17 @@ def _header(path: Path) -> tuple[tuple[int, int], str]:
         raise DataError(f"cannot decode image {path}: {e}") from None
 
 
-def held_out(items: list[ImageItem], fraction: float, seed: int) -> tuple[list[ImageItem], list[ImageItem]]:
+def held_out(items: list[ImageItem], fraction: float, seed: int,
+             root: str = "") -> tuple[list[ImageItem], list[ImageItem]]:
     """(kept, held out): about ``fraction`` of every class (at least one image of a class with two
-    or more), chosen by hashing the seed and the path, so the split is the same on every run."""
+    or more), chosen by hashing the seed and the path relative to ``root``, so the split is the
+    same on every run and wherever the dataset folder lies."""
     by_class: dict[int, list[ImageItem]] = {}
     for it in items:
         by_class.setdefault(it.label, []).append(it)
     keep, out = [], []
     for label in sorted(by_class):
-        group = sorted(by_class[label], key=lambda it: hashlib.sha1(f"{seed}:{it.path}".encode()).hexdigest())
+        group = sorted(by_class[label], key=lambda it: hashlib.sha1(f"{seed}:{os.path.relpath(it.path, root) if root else it.path}".encode()).hexdigest())
         k = min(max(1, int(round(fraction * len(group)))), len(group) - 1) if len(group) > 1 else 0
         out += group[:k]
         keep += group[k:]
@@ -184,7 +186,7 @@ def open_image_folder(root: str | Path, *, val_fraction: float = 0.1, seed: int 
     not_rgb = {m: n for m, n in modes.items() if m != "RGB"}
     if not_rgb:
         notes.append(f"{sum(not_rgb.values())} image(s) in mode(s) {', '.join(sorted(not_rgb))} are converted to RGB")
-    kept, search_val = held_out(items(train), val_fraction, seed)
+    kept, search_val = held_out(items(train), val_fraction, seed, root=str(root))
     test_name = "test" if "test" in extra else "val"
     ds = ImageDataset(name=root.name, root=str(root), classes=classes,
                       splits={"train": kept, "val": search_val, "test": items(extra[test_name])},

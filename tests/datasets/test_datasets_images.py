@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import pickle
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -56,6 +57,10 @@ def test_layout_and_splits(tmp_path: Path) -> None:
     assert all("/val/" in it.path for it in ds.splits["test"])  # no test/: val/ is the test split
     again = open_image_folder(tmp_path / "d", val_fraction=0.2, seed=0)
     assert again.fingerprint() == ds.fingerprint()
+    shutil.copytree(tmp_path / "d", tmp_path / "moved" / "d")  # the split follows the files, not the folder's place
+    moved = open_image_folder(tmp_path / "moved" / "d", val_fraction=0.2, seed=0)
+    rel = lambda d, r: sorted(str(Path(it.path).relative_to(r)) for it in d.splits["val"])
+    assert rel(moved, tmp_path / "moved" / "d") == rel(ds, tmp_path / "d")
     other = open_image_folder(tmp_path / "d", val_fraction=0.2, seed=1)
     assert {it.path for it in other.splits["val"]} != {it.path for it in ds.splits["val"]}
     with_test = open_image_folder(_folder(tmp_path / "t", test=True))
@@ -122,8 +127,10 @@ def test_grey_rgba_and_other_sizes_are_converted_and_said(tmp_path: Path) -> Non
     assert "1 image(s) not 8x8 px are resized" in notes and "L, RGBA are converted to RGB" in notes
     px = load_pixels(ds, "train", cache_dir=tmp_path / "cache")
     assert px.shape == (len(ds.splits["train"]), 8, 8, 3) and px.dtype == np.uint8
-    grey = next(i for i, it in enumerate(ds.splits["train"]) if it.path.endswith("grey.png"))
-    assert (px[grey, ..., 0] == px[grey, ..., 1]).all()  # grey replicated to three channels
+    split = next(s for s in ("train", "val") if any(it.path.endswith("grey.png") for it in ds.splits[s]))
+    spx = load_pixels(ds, split, cache_dir=tmp_path / "cache")
+    grey = next(i for i, it in enumerate(ds.splits[split]) if it.path.endswith("grey.png"))
+    assert (spx[grey, ..., 0] == spx[grey, ..., 1]).all()  # grey replicated to three channels
     # the decoded pixels are cached: a second load reads the same array from disk
     cached = load_pixels(ds, "train", cache_dir=tmp_path / "cache")
     assert np.array_equal(cached, px)

@@ -88,9 +88,10 @@ def test_a_ram_budget_chooses_the_low_memory_front_end_where_the_fast_one_does_n
     small, large = CONFIGS
     fast_small = next(o for o in t.options[small.key()] if o.impl == "fft2")
     model = {small.key(): 20_000.0, large.key(): 20_000.0}
-    # room for the fast 8 kHz front end, not for the fast 16 kHz one: that one goes low-memory
+    # room for the fast 8 kHz front end, not for the fast 16 kHz one: that one goes low-memory;
+    # the 8 kHz one keeps its fastest implementation (both fit; which is faster is the measurement's say)
     chosen = t.choose(fast_small.ram_bytes + 20_000, model)
-    assert chosen.get(small).impl == "fft2" and chosen.get(large).impl == "fft2-lowmem"
+    assert chosen.get(small) == t.options[small.key()][0] and chosen.get(large).impl == "fft2-lowmem"
     # nothing fits: the lowest-RAM implementation (the configuration is infeasible either way)
     assert chosen.choose(1.0, model).get(large).impl == "fft2-lowmem"
     assert FrontendTable.from_dict(chosen.to_dict()) == chosen
