@@ -39,9 +39,10 @@ def main() -> None:
             per.setdefault((dataset, route), []).append(
                 {"fp32": fp32, "int8": m["test_acc"], "agreement": m["argmax_agreement"]})
         for fmt, fe in (rep.get("frontend") or {}).items():
-            if isinstance(fe, dict) and "raw_audio_int8_acc" in fe:
+            raw = fe.get("raw_input_int8_acc", fe.get("raw_audio_int8_acc")) if isinstance(fe, dict) else None
+            if raw is not None:  # (runs exported before the task layer name it raw_audio_*)
                 per.setdefault((dataset, f"raw audio → {fmt} front end → int8"), []).append(
-                    {"fp32": (rep["frontend"] or {})["torch_pipeline_acc"], "int8": fe["raw_audio_int8_acc"],
+                    {"fp32": (rep["frontend"] or {})["torch_pipeline_acc"], "int8": raw,
                      "agreement": float("nan")})
     rows, results = [], []
     for (ds, route), xs in sorted(per.items()):

@@ -219,11 +219,15 @@ def check_image_file(path: str | Path) -> None:
     decode(path, _header(Path(path))[0])
 
 
-def _cache_path(ds: ImageDataset, split: str, cache_dir: str | Path) -> Path:
+def _cache_path(ds: ImageDataset, split: str, cache_dir: str | Path | None) -> Path:
+    if cache_dir is None:
+        from edgenas.datasets.base import default_cache_dir
+
+        cache_dir = default_cache_dir()
     return Path(cache_dir) / "images" / f"{ds.name}-{ds.fingerprint()}" / f"{split}.u8.npy"
 
 
-def load_pixels(ds: ImageDataset, split: str, *, cache_dir: str | Path, sink: EventSink | None = None) -> np.ndarray:
+def load_pixels(ds: ImageDataset, split: str, *, cache_dir: str | Path | None = None, sink: EventSink | None = None) -> np.ndarray:
     """Every image of ``split`` as uint8 [N, H, W, 3] at the source size (decoded once, cached)."""
     sink = sink or null_sink
     path = _cache_path(ds, split, cache_dir)

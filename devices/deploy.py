@@ -118,7 +118,7 @@ def deploy_bundle(device: Any, bundle_dir: str | Path, *, wav: str | Path | None
                   warmup: int = 5, threads: int | None = None, runtime: str | None = None,
                   timeout_s: float | None = None, sink: EventSink | None = None) -> dict[str, Any]:
     """Upload the bundle to the SSH board ``device`` (a Device or a device name / profile path) and
-    classify ``wav`` (default: the bundle's ``sample.wav``) there with its ``infer.py``; with
+    classify ``wav`` (a WAV, or an image for an image bundle; default: the bundle's ``sample.*``) there with its ``infer.py``; with
     ``bench_runs`` > 0 also time that many end-to-end inferences after ``warmup`` runs.
 
     ``threads`` defaults to the profile's; ``runtime`` (``"tflite"``/``"onnx"``) forces one model
@@ -148,16 +148,18 @@ def deploy_bundle(device: Any, bundle_dir: str | Path, *, wav: str | Path | None
         raise DeviceError(f"bench_runs and warmup must be >= 0, got {bench_runs} and {warmup}")
     root = find_bundle_dir(bundle_dir)
     bundle = read_bundle(root)
+    what = "image" if bundle.get("input") == "image" else "WAV file"
     if wav is not None:
         clip_local = Path(wav)
         if not clip_local.is_file():
-            raise DeviceError(f"WAV file not found: {clip_local}")
+            raise DeviceError(f"{what} not found: {clip_local}")
         clip_source = str(clip_local)
     else:
-        clip_local = root / "sample.wav"
-        if not clip_local.is_file():
-            raise DeviceError(f"the bundle {root} has no sample.wav; pass a WAV file to classify")
-        clip_source = "bundle sample.wav"
+        samples = sorted(root.glob("sample.*"))
+        if not samples:
+            raise DeviceError(f"the bundle {root} has no sample input; pass a {what} to classify")
+        clip_local = samples[0]
+        clip_source = f"bundle {clip_local.name}"
     key = str(bundle.get("arch_hash") or content_hash(root))
     if not key.replace("-", "").replace("_", "").isalnum():
         key = content_hash(root)
@@ -171,7 +173,7 @@ def deploy_bundle(device: Any, bundle_dir: str | Path, *, wav: str | Path | None
 
     t0 = time.perf_counter()
     up = device.upload_dir(root, posixpath.join("bundles", key))
-    clip_remote = device.put_file(clip_local, posixpath.join("clips", f"{file_hash(clip_local)}.wav"))
+    clip_remote = device.put_file(clip_local, posixpath.join("clips", f"{file_hash(clip_local)}{clip_local.suffix.lower()}"))
     upload_s = time.perf_counter() - t0
     emit("deploy.upload", device=name, remote_dir=up["remote_dir"], uploaded=len(up["uploaded"]),
          skipped=len(up["skipped"]), bytes=up["bytes"], seconds=upload_s)

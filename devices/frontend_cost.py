@@ -36,6 +36,7 @@ from edgenas.devices.base import Device, Measurement, MeasureManyError, measure_
 from edgenas.errors import ConfigError, DeviceError
 from edgenas.events import EventSink, null_sink, progress
 from edgenas.spec import DataConfig
+from edgenas.tasks import task_of
 from edgenas.store import Store, file_hash
 
 FRONTEND_FORMATS = ("onnx", "tflite")
@@ -111,38 +112,29 @@ def frontend_format(device: Device) -> str:
     return fmt
 
 
-def _exporter_version() -> str:
+def _exporter_version(cfg: Any) -> str:
     """Hash of the front-end exporter's source: a changed implementation exports (and is measured) anew."""
-    from edgenas.export import frontend
-
-    return hashlib.sha1(Path(frontend.__file__).read_bytes()).hexdigest()[:10]
-
-
-def frontend_impls(cfg: DataConfig, fmt: str, lowmem: bool = False) -> list[str]:
-    """The implementations to price for ``cfg``: the fastest, and ``fft2-lowmem`` too with ``lowmem``
-    (where it applies)."""
-    from edgenas.errors import ExportError
-    from edgenas.export.frontend import resolve_impl
-
-    impls = [resolve_impl(cfg, fmt)]
-    if lowmem:
-        try:
-            impls.append(resolve_impl(cfg, fmt, LOWMEM_IMPL))
-        except ExportError:
-            pass  # no fft2 radix divides this hop: the fastest one only
-    return list(dict.fromkeys(impls))
+    h = hashlib.sha1()
+    for f in task_of(cfg).frontend().sources():
+        h.update(Path(f).read_bytes())
+    return h.hexdigest()[:10]
 
 
-def frontend_file(cfg: DataConfig, fmt: str, cache_dir: Path, impl: str | None = None) -> Path:
+def frontend_impls(cfg: Any, fmt: str, lowmem: bool = False) -> list[str]:
+    """The implementations to price for ``cfg``: the fastest, and the low-memory one too with
+    ``lowmem`` (where its task has one: ``fft2-lowmem`` for audio)."""
+    return task_of(cfg).frontend().impls(cfg, fmt, lowmem)
+
+
+def frontend_file(cfg: Any, fmt: str, cache_dir: Path, impl: str | None = None) -> Path:
     """The cached front-end file of ``cfg`` in ``fmt`` by ``impl`` (None: the fastest; exported now if
     missing); no standardisation folded in: a folded mean/std changes the constants, not the cost."""
-    from edgenas.export.frontend import export_frontend_onnx, export_frontend_tflite, resolve_impl
-
-    impl = resolve_impl(cfg, fmt, impl)
-    path = Path(cache_dir) / "frontends" / _exporter_version() / f"{cfg.key()}.{impl}.{fmt}"
+    fe = task_of(cfg).frontend()
+    impl = fe.resolve_impl(cfg, fmt, impl)
+    path = Path(cache_dir) / "frontends" / _exporter_version(cfg) / f"{cfg.key()}.{impl}.{fmt}"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        (export_frontend_onnx if fmt == "onnx" else export_frontend_tflite)(cfg, path, impl=impl)
+        fe.export(cfg, fmt, path, impl=impl)
     return path
 
 

@@ -403,7 +403,7 @@ def cmd_export(a: argparse.Namespace) -> int:
             print(f"{run.path / 'export' / r['file']}: FAILED verification: {'; '.join(r['failures'])}")
     for fmt, r in (report["frontend"] or {}).items():
         if isinstance(r, dict) and r.get("status") == "ok":
-            raw = f", raw audio → int8 model {r['raw_audio_int8_acc']:.4f}" if "raw_audio_int8_acc" in r else ""
+            raw = f", raw input → int8 model {r['raw_input_int8_acc']:.4f}" if "raw_input_int8_acc" in r else ""
             print(f"{run.path / 'export' / r['file']}: ok, max abs diff vs training features "
                   f"{r['max_abs_diff_vs_training_features']:.1e}{raw}")
     if report.get("bundle"):
@@ -470,11 +470,13 @@ def build_parser() -> argparse.ArgumentParser:
                                     "run infer.py on a clip (the bundle's sample or --wav) with --bench, and print the "
                                     "prediction and the end-to-end latency (front end + model).",
                         epilog="examples:\n  edgenas deploy runs/kws/myrun --device rpi4\n"
-                               "  edgenas deploy runs/kws/myrun --device ./board.toml --wav yes.wav",
+                               "  edgenas deploy runs/kws/myrun --device ./board.toml --input yes.wav\n"
+                               "  edgenas deploy runs/image/myrun --device rpi4 --input cat.jpg",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     dp.add_argument("run", help="run directory (with bundle/) or a bundle directory")
     dp.add_argument("--device", required=True, help="SSH board profile name or .toml file")
-    dp.add_argument("--wav", help="clip to classify (default: the bundle's sample.wav)")
+    dp.add_argument("--input", "--wav", dest="wav", metavar="FILE",
+                    help="WAV clip or image to classify (default: the bundle's sample)")
     dp.add_argument("--bench-runs", type=int, default=50, help="timed end-to-end runs (default 50)")
     dp.add_argument("--json", action="store_true", help="machine-readable output")
     dp.add_argument("--quiet", action="store_true", help="no progress output")

@@ -43,16 +43,18 @@ def _numel(shape: tuple[int, int, int]) -> int:
 def ram_bytes(d: LayerDesc) -> float:
     """Activation bytes live while this layer runs (int8): its inputs and output, plus the
     tensors it does not read that stay live across it (``d.held``: a skip tensor waiting for its
-    add). A padded layer first materialises the padded input, so it holds the larger of
-    (in + padded) and (padded + out); an add holds every input; a concat's inputs add up to its
-    output."""
+    add). A layer padded other than TensorFlow's SAME first materialises the padded input (an
+    explicit PAD op), so it holds the larger of (in + padded) and (padded + out); SAME padding is
+    folded into the convolution by both exporters and costs nothing (measured against the exported
+    int8 files: tests/edgenas/test_graph_layers.py); an add holds every input; a concat's inputs
+    add up to its output."""
     size_in, size_out = _numel(d.in_shape) * INT8_BYTES, _numel(d.out_shape) * INT8_BYTES
     if d.kind == "add":
         size_in *= d.n_inputs
     elif d.kind == "concat":
         size_in = size_out
     pt, pb, pl, pr = d.pad
-    if pt or pb or pl or pr:
+    if not d.pad_is_same:
         c, h, w = d.in_shape
         padded = c * (h + pt + pb) * (w + pl + pr) * INT8_BYTES
         return float(max(size_in + padded, padded + size_out) + d.held)

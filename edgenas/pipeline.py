@@ -439,7 +439,6 @@ class Pipeline:
 
     def export(self, spec: ArchSpec, formats: list[str] | None = None, quants: list[str] | None = None) -> dict[str, Any]:
         """Export the trained model (every format, verified) into ``export/`` and build ``bundle/``."""
-        from edgenas.datasets.features import split_waves
         from edgenas.export.bundle import make_bundle
         from edgenas.export.exporter import QUANTS, ExportJob, export_network
 
@@ -454,7 +453,8 @@ class Pipeline:
         te, tr = self.features("test", spec.data), self.features("train", spec.data)
         job = ExportJob(model=model, spec=spec, out_dir=self.run.file("export"), calibration=tr.x.numpy(),
                         test_x=te.x.numpy(), test_y=te.y.numpy(),
-                        test_audio=split_waves(self.dataset, "test", spec.data),
+                        test_raw=self.task.raw_split(self.dataset, "test", spec.data, cache_dir=self.cache_dir,
+                                                     sink=self.sink),
                         estimates=self.estimates(spec, latency=False), formats=formats or self.export_formats(),
                         norm=self.norm_stats(spec.data), frontend_impl=self.frontend_impl(spec.data),
                         quants=quants or list(QUANTS), seed=self.cfg.seed)
@@ -468,7 +468,7 @@ class Pipeline:
             b = make_bundle(self.run.path, models=models, frontends=fronts, labels=list(self.dataset.classes),
                             spec=spec, metadata={"run": self.run.path.name, "test_acc_fp32_torch":
                                                  report["test_acc_fp32_torch"]},
-                            sample_wav=Path(sample) if sample else None)
+                            sample=Path(sample) if sample else None)
             report["bundle"] = {"dir": b["bundle_dir"], "tarball": b["tarball"], "hash": b["bundle_hash"]}
         return report
 

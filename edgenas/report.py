@@ -63,7 +63,7 @@ def build_metrics(p: RunRecord, spec: ArchSpec) -> dict[str, Any]:
         "run_dir": str(run.path),
         "task": cfg.task,
         "device": cfg.device,
-        "dataset": {"name": data["name"], "root": data["root"], "synthetic": data["synthetic"],
+        "dataset": {"name": data["name"], "root": data["root"], "synthetic": bool(data.get("synthetic")),
                     "splits": data["splits"], "classes": len(data["classes"])},
         "arch_hash": spec.hash(),
         "data_config": spec.data.to_dict(),
@@ -76,7 +76,7 @@ def build_metrics(p: RunRecord, spec: ArchSpec) -> dict[str, Any]:
                         for k, v in export["models"].items() if k.endswith("int8")},
                      "test_int8": export["models"][f"{fmt}-int8"]["test_acc"],
                      "argmax_agreement_int8": export["models"][f"{fmt}-int8"]["argmax_agreement"],
-                     "raw_audio_int8": {f: r.get("raw_audio_int8_acc") for f, r in (export["frontend"] or {}).items()
+                     "raw_input_int8": {f: r.get("raw_input_int8_acc") for f, r in (export["frontend"] or {}).items()
                                         if isinstance(r, dict)}},
         "exports": {k: v["status"] for k, v in export["models"].items()},
         "bundle": (export.get("bundle") or {}).get("tarball"),
@@ -168,8 +168,7 @@ def render_report(p: RunRecord, spec: ArchSpec, m: dict[str, Any]) -> str:
     acc = m["accuracy"]
     lines += [
         "## Summary", "",
-        f"- dataset: `{data['name']}` at `{data['root']}` — {data['splits']} clips, "
-        f"{len(data['classes'])} classes, speakers per split {data['speakers']}",
+        f"- dataset: `{data['name']}` at `{data['root']}` — {p.task.describe_dataset(data)}",
         f"- data configuration: {m['data_description']}",
         f"- test accuracy: PyTorch fp32 {acc['test_fp32_torch']:.4f}"
         + (f" (before the {cfg.train.qat_epochs} quantization-aware epochs {acc['test_fp32_torch_before_qat']:.4f})"

@@ -91,6 +91,13 @@ class DataConfig:
         )
 
 
+def same_pad(size: int, k: int, s: int) -> tuple[int, int, int]:
+    """TensorFlow 'SAME' padding: (before, after, output size)."""
+    out = math.ceil(size / s)
+    total = max((out - 1) * s + k - size, 0)
+    return total // 2, total - total // 2, out
+
+
 def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
@@ -195,6 +202,16 @@ class LayerDesc:
     dilation: tuple[int, int] = (1, 1)
     inputs: tuple[str, ...] = ()
     held: int = 0
+
+    @property
+    def pad_is_same(self) -> bool:
+        """Whether ``pad`` is TensorFlow's SAME padding (or none): the exporters fold it into the
+        convolution then; any other padding is an explicit PAD op that materialises the padded input."""
+        _, h, w = self.in_shape
+        kh, kw = ((k - 1) * d + 1 for k, d in zip(self.kernel, self.dilation))
+        pt, pb, pl, pr = self.pad
+        return (not any(self.pad) or ((pt, pb) == same_pad(h, kh, self.stride[0])[:2]
+                                      and (pl, pr) == same_pad(w, kw, self.stride[1])[:2]))
 
     @property
     def n_inputs(self) -> int:

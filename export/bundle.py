@@ -12,7 +12,7 @@
         data_config.json        the DataConfig the model was trained on (DataConfig.from_dict reads it)
         metadata.json           edgenas version, arch hash and spec, per-file I/O shapes, dtypes and
                                 quantization parameters read from the files, the caller's metadata
-        sample.wav              optional: a clip to try (infer.py sample.wav)
+        sample.wav|.png|…       optional: an input to try (infer.py sample.wav)
         README.md               requirements and how to run it on the board
         SHA256SUMS              `sha256sum -c SHA256SUMS` checks every other file
       bundle.tar.gz             the same files under a top folder ``bundle/``
@@ -49,6 +49,7 @@ import edgenas
 from edgenas.errors import ExportError
 from edgenas.store import file_hash
 from edgenas.spec import ArchSpec
+from edgenas.tasks import task_of
 
 INFER_SCRIPT = Path(__file__).resolve().parent / "bundle_infer.py"
 BUNDLE_DIRNAME = "bundle"
@@ -243,6 +244,19 @@ def _check_io(desc: dict[str, Any], path: Path, what: str, n_in: int, n_out: int
         raise ExportError(f"{what} {path} gives {got} outputs for {n_out} labels")
 
 
+def _check_sample(path: Path, kind: str) -> None:
+    if kind == "audio":
+        return _check_wav(path)
+    from edgenas.datasets.images import check_image_file
+    from edgenas.errors import DataError
+
+    _check_file(path, "sample image")
+    try:
+        check_image_file(path)
+    except DataError as e:
+        raise ExportError(f"sample image {path}: {e}") from None
+
+
 def _check_wav(path: Path) -> None:
     _check_file(path, "sample WAV")
     try:
@@ -276,11 +290,23 @@ def _format_map(files: dict[str, Path], what: str) -> dict[str, Path]:
     return {fmt: Path(files[fmt]) for fmt in FORMATS if fmt in files}
 
 
-def _readme(bundle: dict[str, Any], has_sample: bool, spec: ArchSpec) -> str:
+_INPUT_TEXT = {  # the board script's two inputs, in the README's words
+    "audio": ("a WAV file", "CLIP.wav",
+              "Any PCM WAV (8/16/24/32-bit, any rate, mono or multi-channel) is accepted: it is mixed to mono,\n"
+              "resampled to {sample_rate} Hz and centre-cropped or zero-padded to {clip_ms:g} ms, as in training."),
+    "image": ("an image file (PNG, JPEG, … — what Pillow reads)", "IMAGE.png",
+              "Any image Pillow decodes is accepted (needs `pillow`): it is converted to RGB and resized to\n"
+              "{source_h}×{source_w} px (bilinear) as in training; the front end then resizes it to the model's input."),
+}
+
+
+def _readme(bundle: dict[str, Any], sample: str | None, spec: ArchSpec, frontend_text: str) -> str:
     dc = spec.data
     models = ", ".join(f"`{f}`" for f in bundle["model"].values())
     fronts = ", ".join(f"`{f}`" for f in bundle["frontend"].values())
-    clip = "sample.wav" if has_sample else "CLIP.wav"
+    what, placeholder, accepted = _INPUT_TEXT[bundle["input"]]
+    clip = sample or placeholder
+    has_sample = sample is not None
     runtimes = []
     if "tflite" in bundle["model"] or "tflite" in bundle["frontend"]:
         runtimes.append("`ai-edge-litert` (or `tflite-runtime`, or `tensorflow`) for `.tflite`")
@@ -289,7 +315,7 @@ def _readme(bundle: dict[str, Any], has_sample: bool, spec: ArchSpec) -> str:
     lines = [
         f"# edgenas bundle — {spec.task} ({spec.space}), arch {spec.hash()}",
         "",
-        f"Classifies a WAV file into one of {len(bundle['labels'])} classes: "
+        f"Classifies {what} into one of {len(bundle['labels'])} classes: "
         + ", ".join(f"`{s}`" for s in bundle["labels"]) + ".",
         "",
         "## Requirements",
@@ -311,9 +337,8 @@ def _readme(bundle: dict[str, Any], has_sample: bool, spec: ArchSpec) -> str:
         "sha256sum -c SHA256SUMS                  # check the files",
         "```",
         "",
-        "Any PCM WAV (8/16/24/32-bit, any rate, mono or multi-channel) is accepted: it is mixed to mono,",
-        f"resampled to {dc.sample_rate} Hz and centre-cropped or zero-padded to {dc.clip_ms:g} ms, as in",
-        "training. `--bench N` times N end-to-end inferences (front end + classifier, after warm-up).",
+        accepted.format(**dc.to_dict()),
+        "`--bench N` times N end-to-end inferences (front end + classifier, after warm-up).",
         "Errors are one line on stderr with exit code 2.",
         "",
         "## Files",
@@ -322,14 +347,14 @@ def _readme(bundle: dict[str, Any], has_sample: bool, spec: ArchSpec) -> str:
         "|---|---|",
         "| `infer.py` | the script above (standard library + numpy + a runtime) |",
         "| `bundle.json` | what infer.py reads: labels, data config, file names per format |",
-        f"| {models} | the int8 classifier (MFCC features → class logits) |",
-        f"| {fronts} | the float front end (audio → {dc.n_mfcc} MFCCs × {dc.n_frames} frames) |",
+        f"| {models} | the int8 classifier (front-end output → class logits) |",
+        f"| {fronts} | the float front end ({frontend_text}) |",
         "| `labels.txt` | class names, one per line, in output order |",
-        "| `data_config.json` | sample rate, MFCC and window settings the model was trained with |",
+        "| `data_config.json` | the data configuration the model was trained with |",
         "| `metadata.json` | edgenas version, architecture, tensor shapes and quantization parameters |",
     ]
     if has_sample:
-        lines.append("| `sample.wav` | a clip to try |")
+        lines.append(f"| `{sample}` | an input to try |")
     lines += [f"| `{SUMS_NAME}` | sha256 of every other file |", ""]
     return "\n".join(lines)
 
@@ -374,7 +399,7 @@ def _write_tar(src: Path, dest: Path, files: list[str]) -> None:
 
 
 def make_bundle(out_dir: Path, *, models: dict[str, Path], frontends: dict[str, Path], labels: list[str],
-                spec: ArchSpec, metadata: dict[str, Any] | None = None, sample_wav: Path | None = None,
+                spec: ArchSpec, metadata: dict[str, Any] | None = None, sample: Path | None = None,
                 output: str = "logits") -> dict[str, Any]:
     """Write ``out_dir/bundle/`` and ``out_dir/bundle.tar.gz`` (see the module doc), atomically.
 
@@ -398,16 +423,17 @@ def make_bundle(out_dir: Path, *, models: dict[str, Path], frontends: dict[str, 
     labels = _check_labels(labels, spec)
     if not INFER_SCRIPT.is_file():  # pragma: no cover - part of the package
         raise ExportError(f"the board script is missing from the installation: {INFER_SCRIPT}")
-    if sample_wav is not None:
-        sample_wav = Path(sample_wav)
-        _check_wav(sample_wav)
+    fe = task_of(spec.data).frontend()
+    if sample is not None:
+        sample = Path(sample)
+        _check_sample(sample, fe.raw_input)
     md = dict(metadata or {})
     arch_hash = spec.hash()
     if md.get("arch_hash") not in (None, arch_hash):
         raise ExportError(f"metadata arch_hash {md['arch_hash']} does not match the spec's hash {arch_hash}")
 
     dc = spec.data
-    n_features = dc.n_frames * dc.n_mfcc
+    n_features = int(np.prod(dc.input_shape))
     described: dict[str, dict[str, Any]] = {"models": {}, "frontends": {}}
     for fmt, path in model_files.items():
         d = describe_model(path, fmt, "classifier model")
@@ -415,7 +441,7 @@ def make_bundle(out_dir: Path, *, models: dict[str, Path], frontends: dict[str, 
         described["models"][fmt] = {"file": MODEL_NAMES[fmt], "source": Path(path).name, **d}
     for fmt, path in front_files.items():
         d = describe_model(path, fmt, "front-end model")
-        _check_io(d, path, "front-end model", dc.clip_samples, n_features)
+        _check_io(d, path, "front-end model", int(np.prod(fe.raw_shape(dc))), n_features)
         described["frontends"][fmt] = {"file": FRONTEND_NAMES[fmt], "source": Path(path).name, **d}
 
     quant = dict(md.get("quantization") or {}) if isinstance(md.get("quantization"), dict) else {}
@@ -435,6 +461,7 @@ def make_bundle(out_dir: Path, *, models: dict[str, Path], frontends: dict[str, 
     })
     bundle = {
         "schema_version": SCHEMA_VERSION,
+        "input": fe.raw_input,
         "labels": labels,
         "data_config": dc.to_dict(),
         "frontend": {fmt: FRONTEND_NAMES[fmt] for fmt in front_files},
@@ -471,9 +498,10 @@ def make_bundle(out_dir: Path, *, models: dict[str, Path], frontends: dict[str, 
         (work / "labels.txt").write_text("".join(s + "\n" for s in labels))
         (work / "data_config.json").write_text(json.dumps(dc.to_dict(), indent=2) + "\n")
         (work / "metadata.json").write_text(md_text + "\n")
-        if sample_wav is not None:
-            shutil.copyfile(sample_wav, work / "sample.wav")
-        (work / "README.md").write_text(_readme(bundle, sample_wav is not None, spec))
+        sample_name = None if sample is None else "sample" + sample.suffix.lower()
+        if sample is not None:
+            shutil.copyfile(sample, work / sample_name)
+        (work / "README.md").write_text(_readme(bundle, sample_name, spec, fe.describe(dc)))
         names = sorted(p.name for p in work.iterdir())
         files = [{"name": n, "size": (work / n).stat().st_size, "sha256": sha256_file(work / n)} for n in names]
         sums = "".join(f"{f['sha256']}  {f['name']}\n" for f in files)

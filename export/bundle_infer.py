@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""edgenas deployment bundle: classify one WAV file on this machine (shipped as ``infer.py``).
+"""edgenas deployment bundle: classify one WAV file or image on this machine (shipped as ``infer.py``).
 
-    python3 infer.py CLIP.wav [--json] [--bench N] [--warmup W] [--runtime onnx|tflite]
+    python3 infer.py CLIP.wav|IMAGE.png [--json] [--bench N] [--warmup W] [--runtime onnx|tflite]
                               [--threads T] [--bundle DIR]
 
 Pipeline: WAV → mono float32 → resample to the bundle's rate → centre-crop / zero-pad to the
@@ -39,7 +39,14 @@ shape, whatever its format. An integer classifier input is quantized with the in
 scale / zero point (``q = clip(round(x / scale) + zero_point)``); an integer output is
 dequantized (``(q - zero_point) * scale``). ONNX QDQ models take and give float32.
 
-Audio: the stdlib ``wave`` module reads PCM 8 (unsigned), 16, 24 and 32-bit integer WAVs,
+Images (bundle.json ``"input": "image"``; ``data_config`` then holds ``source_h``/``source_w``):
+Pillow decodes the file (PNG, JPEG, …), converts it to RGB and, at another size than the
+source size, resizes it with Pillow's bilinear filter (as edgenas's training data); the front
+end takes it as uint8 [1, source_h, source_w, 3] and does the model's resize, grey and
+standardisation. Needs ``pillow`` on the board. A front end of one format feeds a classifier of
+the other: an NCHW output is transposed to an NHWC input and back.
+
+Audio (``"input": "audio"``, the default): the stdlib ``wave`` module reads PCM 8 (unsigned), 16, 24 and 32-bit integer WAVs,
 scaled to [-1, 1) as libsndfile does (divide by 2**(bits-1)); several channels are averaged
 to mono (as edgenas does for training). A rate that differs from the bundle's is resampled
 with a windowed-sinc polyphase filter that is a NumPy port of torchaudio's default
@@ -118,6 +125,26 @@ def read_wav(path: str, np: Any) -> Tuple[Any, int]:
     return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
 
 
+def read_image(path: str, size: Tuple[int, int], np: Any) -> Any:
+    """uint8 RGB [1, H, W, 3] of an image file at ``size`` (H, W), as edgenas decodes training images."""
+    if not os.path.isfile(path):
+        raise BundleError("image file not found: %s" % path)
+    try:
+        from PIL import Image
+    except ImportError:
+        raise BundleError("reading images needs pillow (pip install pillow)")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode != "RGB":
+                im = im.convert("RGBA").convert("RGB") if im.mode in ("P", "PA", "LA") else im.convert("RGB")
+            if (im.height, im.width) != tuple(size):
+                im = im.resize((size[1], size[0]), Image.BILINEAR)
+            return np.asarray(im, dtype=np.uint8)[None].copy()
+    except (OSError, ValueError, SyntaxError) as e:
+        raise BundleError("cannot read image %s: %s" % (path, _one_line(e)))
+
+
 def _sinc_kernel(orig: int, new: int, np: Any, width_zeros: int = 6, rolloff: float = 0.99) -> Tuple[Any, int]:
     """torchaudio's ``_get_sinc_resample_kernel`` (sinc_interp_hann) for gcd-reduced rates."""
     base = min(orig, new) * rolloff
@@ -187,11 +214,14 @@ def load_bundle(path: str) -> Tuple[Dict[str, Any], str]:
         if not isinstance(b[key], dict) or not b[key] or set(b[key]) - {"onnx", "tflite"}:
             raise BundleError("%s: %r must map 'tflite' and/or 'onnx' to a file name" % (file, key))
     dc = b["data_config"]
+    if b.get("input", "audio") not in ("audio", "image"):
+        raise BundleError("%s: 'input' must be 'audio' or 'image'" % file)
+    keys = ("source_h", "source_w") if b.get("input") == "image" else ("sample_rate", "clip_ms")
     try:
-        rate, clip_ms = int(dc["sample_rate"]), float(dc["clip_ms"])
+        vals = [float(dc[k]) for k in keys]
     except (KeyError, TypeError, ValueError) as e:
         raise BundleError("%s: bad data_config (%s)" % (file, _one_line(e)))
-    if rate <= 0 or clip_ms <= 0:
+    if min(vals) <= 0:
         raise BundleError("%s: bad data_config %s" % (file, dc))
     if b.get("output", "logits") not in ("logits", "probabilities"):
         raise BundleError("%s: 'output' must be 'logits' or 'probabilities'" % file)
@@ -305,11 +335,11 @@ class Stage:
         inp = self.sess.get_inputs()
         if len(inp) != 1:
             raise BundleError("%s: expected one input" % self.path)
-        if inp[0].type != "tensor(float)":
-            raise BundleError("%s: input type %s is not supported (float32 or QDQ models only)"
+        if inp[0].type not in ("tensor(float)", "tensor(uint8)"):
+            raise BundleError("%s: input type %s is not supported (float32 or QDQ models, uint8 images)"
                               % (self.path, inp[0].type))
         self.in_shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp[0].shape]
-        self.in_dtype = self.np.dtype(self.np.float32)
+        self.in_dtype = self.np.dtype(self.np.uint8 if inp[0].type == "tensor(uint8)" else self.np.float32)
         self.in_q, self.out_q = (0.0, 0), (0.0, 0)
         self.out_dtype = self.np.dtype(self.np.float32)
         sess, name = self.sess, inp[0].name
@@ -319,8 +349,16 @@ class Stage:
         np = self.np
         if x.size != self._size:
             raise BundleError("%s takes %s (%d values), got %d values" % (self.path, self.in_shape, self._size, x.size))
+        if x.ndim == 4 and len(self._shape) == 4 and tuple(x.shape) != self._shape:
+            n, a, b, c = x.shape  # the other format's layout: NCHW <-> NHWC
+            if (n, b, c, a) == self._shape:
+                x = x.transpose(0, 2, 3, 1)
+            elif (n, c, a, b) == self._shape:
+                x = x.transpose(0, 3, 1, 2)
         x = x.reshape(self._shape)
-        if self._int_in:
+        if self._int_in and x.dtype == self.in_dtype and float(self.in_q[0]) <= 0:
+            x = np.ascontiguousarray(x)  # raw integer data (a uint8 image into its front end)
+        elif self._int_in:
             scale, zero = float(self.in_q[0]), int(self.in_q[1])
             if scale <= 0:
                 raise BundleError("%s: integer input without quantization parameters" % self.path)
@@ -358,17 +396,32 @@ class Pipeline:
     def __init__(self, bundle: Dict[str, Any], root: str, force: Optional[str], threads: int, np: Any) -> None:
         self.np = np
         self.labels = [str(s) for s in bundle["labels"]]
-        self.samples = clip_samples(bundle["data_config"])
-        self.rate = int(bundle["data_config"]["sample_rate"])
+        dc = bundle["data_config"]
+        self.image = bundle.get("input") == "image"
+        if self.image:
+            self.size = (int(dc["source_h"]), int(dc["source_w"]))
+            self.samples = self.size[0] * self.size[1] * 3
+        else:
+            self.samples = clip_samples(dc)
+            self.rate = int(dc["sample_rate"])
         self.probabilities = bundle.get("output", "logits") == "probabilities"
         self.frontend = pick_stage(bundle, root, "frontend", force, threads, np)
         self.model = pick_stage(bundle, root, "model", force, threads, np)
         if int(np.prod(self.frontend.in_shape)) != self.samples:
-            raise BundleError("front end %s takes %s samples but data_config gives %d"
+            raise BundleError("front end %s takes %s values but data_config gives %d"
                               % (self.frontend.path, self.frontend.in_shape, self.samples))
 
-    def logits(self, audio: Any) -> Any:
-        return self.classify(self.frontend(audio.reshape(1, -1)))
+    def read(self, path: str) -> Tuple[Any, Dict[str, Any]]:
+        """(the front end's input, what was read) of an input file."""
+        np = self.np
+        if self.image:
+            return read_image(path, self.size, np), {"path": path, "size": list(self.size)}
+        audio, rate = read_wav(path, np)
+        clip = fit_length(resample(audio, rate, self.rate, np), self.samples, np).astype(np.float32)
+        return clip.reshape(1, -1), {"path": path, "sample_rate": rate, "resampled_to": self.rate}
+
+    def logits(self, x: Any) -> Any:
+        return self.classify(self.frontend(x))
 
     def classify(self, feats: Any) -> Any:
         out = self.model(feats).reshape(-1)
@@ -399,8 +452,9 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: Optional[List[str]] = None) -> int:
     here = os.path.dirname(os.path.abspath(__file__))
-    ap = _Parser(description="Classify a WAV file with an edgenas bundle.")
-    ap.add_argument("wav", help="input WAV file (PCM 8/16/24/32-bit, any rate, mono or multi-channel)")
+    ap = _Parser(description="Classify a WAV file (audio bundles) or an image (image bundles) with an edgenas bundle.")
+    ap.add_argument("input", help="input WAV file (PCM 8/16/24/32-bit, any rate, mono or multi-channel), "
+                                  "or image file (PNG, JPEG, …; needs pillow) for an image bundle")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--bench", type=int, default=0, metavar="N", help="time N end-to-end runs after warm-up")
     ap.add_argument("--warmup", type=int, default=5, metavar="W", help="warm-up runs before --bench (default 5)")
@@ -416,27 +470,25 @@ def main(argv: Optional[List[str]] = None) -> int:
         except ImportError:
             raise BundleError("numpy is not installed (pip install numpy)")
         bundle, root = load_bundle(args.bundle)
-        audio, rate = read_wav(args.wav, np)
         pipe = Pipeline(bundle, root, args.runtime, args.threads, np)
-        audio = fit_length(resample(audio, rate, pipe.rate, np), pipe.samples, np).astype(np.float32)
-        logits = pipe.logits(audio)
+        clip, read = pipe.read(args.input)
+        logits = pipe.logits(clip)
         scores = pipe.scores(logits)
         best = int(np.argmax(scores))
         result: Dict[str, Any] = {
             "label": pipe.labels[best], "index": best, "score": float(scores[best]),
             "scores": {lab: float(s) for lab, s in zip(pipe.labels, scores)},
             "logits": [float(v) for v in logits],
-            "wav": {"path": args.wav, "sample_rate": rate, "resampled_to": pipe.rate},
+            ("image" if pipe.image else "wav"): read,
             "runtime": {"frontend": "%s (%s)" % (pipe.frontend.runtime, os.path.basename(pipe.frontend.path)),
                         "model": "%s (%s)" % (pipe.model.runtime, os.path.basename(pipe.model.path)),
                         "threads": args.threads},
         }
         if args.bench:
             for _ in range(args.warmup):
-                pipe.scores(pipe.logits(audio))
+                pipe.scores(pipe.logits(clip))
             samples, front, model = [], [], []
             clock = time.perf_counter
-            clip = audio.reshape(1, -1)
             for _ in range(args.bench):  # each run: front end, then classifier, timed apart (the two
                 t0 = clock()             # models a budget covers; the softmax over the scores is not timed)
                 feats = pipe.frontend(clip)

@@ -41,7 +41,7 @@ log = logging.getLogger("edgenas.export")
 FORMATS = ("onnx", "tflite")
 QUANTS = ("fp32", "int8")
 FP32_ATOL = 1e-4
-RAW_AUDIO_TOLERANCE = 0.005  # accuracy points (fraction) the raw-audio pipeline may lose vs PyTorch
+RAW_INPUT_TOLERANCE = 0.005  # accuracy points (fraction) the raw-input pipeline may lose vs PyTorch
 ONNX_QDQ_ALLOWED = ("float activations between QuantizeLinear/DequantizeLinear pairs (QDQ format, fused by the runtime); "
                     "float logits out of a final QGemm (its int32 accumulator dequantized, not requantized)")
 
@@ -56,7 +56,7 @@ class ExportJob:
     calibration: np.ndarray  # train-split inputs for int8 calibration
     test_x: np.ndarray
     test_y: np.ndarray
-    test_audio: np.ndarray | None = None  # [N, clip_samples] raw test waveforms (for the front end)
+    test_raw: np.ndarray | None = None  # raw test inputs the front end eats (waveforms, uint8 images)
     estimates: dict[str, float] = field(default_factory=dict)  # edgenas's own ram/flash estimates
     formats: Sequence[str] = FORMATS
     quants: Sequence[str] = QUANTS
@@ -210,41 +210,41 @@ class _Exporter:
         return rec
 
     def frontends(self, classifiers: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        """Front-end models per format, their feature error and the raw-audio pipeline accuracy."""
-        import torch
-
-        from edgenas.datasets.features import mfcc
-        from edgenas.export.frontend import export_frontend_onnx, export_frontend_tflite, resolve_impl, run_frontend
+        """Front-end models per format (the task's :class:`~edgenas.tasks.FrontEnd`), their error
+        against the training transform and the accuracy of the raw-input pipeline."""
+        from edgenas.tasks import task_of
 
         job = self.job
         cfg = job.spec.data
-        audio = job.test_audio
-        assert audio is not None
-        ref_feats = mfcc(torch.from_numpy(audio), cfg).numpy()[:, None]
+        fe = task_of(cfg).frontend()
+        raw = job.test_raw
+        assert raw is not None
+        ref_feats = fe.reference(raw, cfg)
         if job.norm is not None:
-            ref_feats = (ref_feats - job.norm[0]) / job.norm[1]
+            shape = [1, -1] + [1] * (ref_feats.ndim - 2) if np.size(job.norm[0]) == ref_feats.shape[1] else None
+            mean, std = ((np.reshape(v, shape) for v in job.norm) if shape else job.norm)
+            ref_feats = (ref_feats - mean) / std
         torch_acc = _accuracy(_torch_logits(job.model, ref_feats).argmax(1), job.test_y)
-        out: dict[str, Any] = {"torch_pipeline_acc": torch_acc, "clips": int(len(audio))}
+        out: dict[str, Any] = {"torch_pipeline_acc": torch_acc, "inputs": int(len(raw)), "kind": fe.kind}
         for fmt in job.formats:
             path = self.out / f"frontend.fp32.{fmt}"
             rec: dict[str, Any] = {"file": path.name}
             try:
-                (export_frontend_onnx if fmt == "onnx" else export_frontend_tflite)(cfg, path, job.norm,
-                                                                                    impl=job.frontend_impl)
-                feats = run_frontend(path, audio)
+                fe.export(cfg, fmt, path, job.norm, impl=job.frontend_impl)
+                feats = fe.run(path, raw)
             except ExportError as e:
                 out[fmt] = {**rec, "status": "failed", "failures": [str(e)]}
                 continue
-            rec["impl"] = resolve_impl(cfg, fmt, job.frontend_impl)  # which implementation shipped
+            rec["impl"] = fe.resolve_impl(cfg, fmt, job.frontend_impl)  # which implementation shipped
             rec["max_abs_diff_vs_training_features"] = float(np.abs(feats - ref_feats).max())
             rec["feature_range"] = float(ref_feats.max() - ref_feats.min())
             rec["flash_bytes"] = path.stat().st_size
             int8 = classifiers.get(f"{fmt}-int8")
             if int8 and int8["status"] == "ok":
                 pred = self._run(fmt, self.out / int8["file"], feats).argmax(1)
-                rec["raw_audio_int8_acc"] = _accuracy(pred, job.test_y)
-                rec["raw_audio_vs_torch_points"] = 100 * (rec["raw_audio_int8_acc"] - torch_acc)
-                rec["raw_audio_within_tolerance"] = rec["raw_audio_int8_acc"] >= torch_acc - RAW_AUDIO_TOLERANCE
+                rec["raw_input_int8_acc"] = _accuracy(pred, job.test_y)
+                rec["raw_input_vs_torch_points"] = 100 * (rec["raw_input_int8_acc"] - torch_acc)
+                rec["raw_input_within_tolerance"] = rec["raw_input_int8_acc"] >= torch_acc - RAW_INPUT_TOLERANCE
             rec["status"] = "ok"
             out[fmt] = rec
         return out
@@ -269,7 +269,7 @@ def export_network(job: ExportJob, sink: EventSink | None = None) -> dict[str, A
             results[f"{f}-{q}"] = ex.one(f, q)
             tick(1, file=results[f"{f}-{q}"]["file"])
         fe: dict[str, Any] | None = None
-        if job.frontend and job.test_audio is not None:
+        if job.frontend and job.test_raw is not None:
             fe = ex.frontends(results)
             tick(len(job.formats))
     report = {"arch_hash": job.spec.hash() if job.spec is not None else None, "test_examples": int(len(job.test_y)), "test_acc_fp32_torch": torch_acc,
@@ -318,10 +318,10 @@ def render(r: dict[str, Any]) -> str:
                      f"{(est or 0) / 1024:.1f} KiB | {'; '.join(checks)} |")
     fe = r.get("frontend")
     if fe:
-        lines += ["", "## Front end (float) and the raw-audio pipeline", "",
-                  f"PyTorch pipeline (training MFCC → fp32 model) on {fe['clips']} raw test clips: "
+        lines += ["", "## Front end (float) and the raw-input pipeline", "",
+                  f"PyTorch pipeline (training transform → fp32 model) on {fe['inputs']} raw test inputs: "
                   f"{_pct(fe['torch_pipeline_acc'])}.", "",
-                  "| file | max abs diff vs training features (feature range) | raw audio → front end → int8 model |",
+                  "| file | max abs diff vs training features (feature range) | raw input → front end → int8 model |",
                   "|---|---|---|"]
         for fmt in ("onnx", "tflite"):
             rec = fe.get(fmt)
@@ -330,8 +330,8 @@ def render(r: dict[str, Any]) -> str:
             if rec["status"] != "ok":
                 lines.append(f"| {rec['file']} | **failed**: {'; '.join(rec['failures'])} | – |")
                 continue
-            raw = (f"{_pct(rec['raw_audio_int8_acc'])} ({rec['raw_audio_vs_torch_points']:+.2f} points)"
-                   if "raw_audio_int8_acc" in rec else "–")
+            raw = (f"{_pct(rec['raw_input_int8_acc'])} ({rec['raw_input_vs_torch_points']:+.2f} points)"
+                   if "raw_input_int8_acc" in rec else "–")
             lines.append(f"| {rec['file']} ({rec.get('impl') or 'stft'}) | {rec['max_abs_diff_vs_training_features']:.2e} "
                          f"({rec['feature_range']:.1f}) | {raw} |")
     lines += ["", "Peak activation RAM of a file: tensor lifetimes over its execution order (int8 tensors 1 byte). "

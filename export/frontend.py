@@ -120,6 +120,7 @@ from edgenas.export.onnx_export import OPSET, QUANT_FP32, model_metadata
 from edgenas.export.tflite_export import embed_metadata, read_tflite_metadata
 from edgenas.fileio import atomic_write_bytes
 from edgenas.spec import DataConfig
+from edgenas.tasks.base import FrontEnd
 
 
 AUDIO_NAME = "audio"
@@ -836,3 +837,44 @@ def run_frontend(path: str | Path, audio: np.ndarray) -> np.ndarray:
     if not outs:
         raise ExportError("run_frontend needs at least one clip")
     return np.concatenate(outs, axis=0).astype(np.float32, copy=False)
+
+
+class AudioFrontEnd(FrontEnd):
+    """The kws task's front end (:class:`edgenas.tasks.FrontEnd`): the MFCC models of this module."""
+
+    kind = FRONTEND_KIND
+    raw_input = "audio"
+
+    def raw_shape(self, data: Any) -> tuple[int, ...]:
+        return (1, data.clip_samples)
+
+    def describe(self, data: Any) -> str:
+        return f"audio → {data.n_mfcc} MFCCs × {data.n_frames} frames"
+
+    def impls(self, data: Any, fmt: str, lowmem: bool = False) -> list[str]:
+        impls = [resolve_impl(data, fmt)]
+        if lowmem:
+            try:
+                impls.append(resolve_impl(data, fmt, "fft2-lowmem"))
+            except ExportError:
+                pass  # no fft2 radix divides this hop: the fastest one only
+        return list(dict.fromkeys(impls))
+
+    def resolve_impl(self, data: Any, fmt: str, impl: str | None = None) -> str:
+        return resolve_impl(data, fmt, impl)
+
+    def export(self, data: Any, fmt: str, path: Any, norm: Any = None, impl: str | None = None) -> Path:
+        return (export_frontend_onnx if fmt == "onnx" else export_frontend_tflite)(data, path, norm, impl=impl)
+
+    def run(self, path: Any, raw: np.ndarray) -> np.ndarray:
+        return run_frontend(path, raw)
+
+    def reference(self, raw: np.ndarray, data: Any) -> np.ndarray:
+        import torch
+
+        from edgenas.datasets.features import mfcc
+
+        return mfcc(torch.from_numpy(np.asarray(raw, np.float32)), data).numpy()[:, None]
+
+    def sources(self) -> list[str]:
+        return [__file__]

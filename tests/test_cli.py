@@ -129,7 +129,7 @@ def test_e2e_artifacts_agree(finished_run) -> None:
 
     for fmt in ("onnx", "tflite"):  # the fastest implementation per format shipped, and it says so
         assert export["frontend"][fmt]["impl"] == DEFAULT_IMPL[fmt]
-        assert abs(export["frontend"][fmt]["raw_audio_vs_torch_points"]) <= 0.5
+        assert abs(export["frontend"][fmt]["raw_input_vs_torch_points"]) <= 0.5
     report = (path / "report.md").read_text()
     assert "## Budgets (as measured)" in report and "--max-ram-kb" in report and "--max-latency-ms" in report
     assert m["arch_hash"] in report
@@ -439,4 +439,4 @@ def test_a_tight_ram_budget_ships_the_low_memory_front_end(tone_fsdd: Path, tmp_
     assert {o["impl"] for o in table["options"][key]} == {"fft2", "fft2-lowmem"}
     export = json.loads((runs / "kws" / "lm" / "export" / "report.json").read_text())
     assert {export["frontend"][f]["impl"] for f in ("onnx", "tflite")} == {"fft2-lowmem"}
-    assert abs(export["frontend"]["onnx"]["raw_audio_vs_torch_points"]) <= 0.5
+    assert abs(export["frontend"]["onnx"]["raw_input_vs_torch_points"]) <= 0.5

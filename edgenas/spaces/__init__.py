@@ -7,6 +7,7 @@ from typing import Any
 from edgenas.spaces.base import SPACES, ChoicePoint, SearchSpace, build, get_space
 from edgenas.spaces import kws_dscnn  # noqa: F401  (registers kws-dscnn)
 from edgenas.spaces import kws_tcn  # noqa: F401  (registers kws-tcn)
+from edgenas.spaces import image_mbv2  # noqa: F401  (registers image-mbv2)
 
 
 def space_config_class(name: str) -> Any:

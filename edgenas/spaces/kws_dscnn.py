@@ -12,7 +12,6 @@ maximum width and selects narrower widths with channel masks.
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -23,7 +22,7 @@ from torch import nn
 from edgenas.errors import ConfigError
 from edgenas.layers import chain_module, layer_module
 from edgenas.spaces.base import SPACES, ChoicePoint, Gates, LayerCostFn, Probs, SearchSpace
-from edgenas.spec import ArchSpec, DataConfig, LayerDesc
+from edgenas.spec import ArchSpec, DataConfig, LayerDesc, same_pad
 
 
 @dataclass(frozen=True)
@@ -62,13 +61,6 @@ def _op_kernel(op: str) -> tuple[int, int] | None:
     if not op.startswith("dw"):
         raise ConfigError(f"unknown block op {op!r}")
     return _pair(op[2:])
-
-
-def same_pad(size: int, k: int, s: int) -> tuple[int, int, int]:
-    """TensorFlow 'SAME' padding: (before, after, output size)."""
-    out = math.ceil(size / s)
-    total = max((out - 1) * s + k - size, 0)
-    return total // 2, total - total // 2, out
 
 
 def _window(label: str) -> tuple[float, float]:

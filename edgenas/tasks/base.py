@@ -41,6 +41,47 @@ class Split:
     y: np.ndarray
 
 
+class FrontEnd:
+    """A task's front end as a model of its own for the board (raw input → the model input): what
+    the front-end table prices, the exporter verifies and the bundle ships. Every method takes the
+    data configuration it is for; ``norm`` = per-channel (mean, std) folded into the output."""
+
+    kind: ClassVar[str] = ""
+    raw_input: ClassVar[str] = ""  # what the board script reads: "audio" (a WAV) or "image" (PNG/JPEG…)
+
+    def raw_shape(self, data: Any) -> tuple[int, ...]:
+        """The shape of one raw input as the front-end model takes it (batch of 1 included)."""
+        raise NotImplementedError
+
+    def describe(self, data: Any) -> str:
+        """One line for the bundle's README: raw input → model input."""
+        raise NotImplementedError
+
+    def impls(self, data: Any, fmt: str, lowmem: bool = False) -> list[str]:
+        """The implementations to price for ``data`` in ``fmt``, fastest-believed first (with
+        ``lowmem``, a low-memory one too where the task has one)."""
+        return [self.resolve_impl(data, fmt)]
+
+    def resolve_impl(self, data: Any, fmt: str, impl: str | None = None) -> str:
+        raise NotImplementedError
+
+    def export(self, data: Any, fmt: str, path: Any, norm: Any = None, impl: str | None = None) -> Any:
+        """Write the front end of ``data`` in ``fmt`` (onnx | tflite) to ``path``; returns the path."""
+        raise NotImplementedError
+
+    def run(self, path: Any, raw: np.ndarray) -> np.ndarray:
+        """Model inputs [N, C, H, W] float32 of raw inputs through a front-end file of either format."""
+        raise NotImplementedError
+
+    def reference(self, raw: np.ndarray, data: Any) -> np.ndarray:
+        """The training transform of raw inputs (what the front end must reproduce), not standardised."""
+        raise NotImplementedError
+
+    def sources(self) -> list[str]:
+        """Files whose content defines the exported front ends (a change exports them anew)."""
+        raise NotImplementedError
+
+
 class Task:
     """Base class of every registered task. Subclasses set the class attributes and fill in the
     data methods; classification tasks inherit the loss and metric of :class:`Classification`."""
@@ -66,6 +107,10 @@ class Task:
         """What the data stage records about ``ds`` (name, classes, split sizes, …)."""
         raise NotImplementedError
 
+    def describe_dataset(self, info: dict[str, Any]) -> str:
+        """One line for the report from :meth:`dataset_info`'s record."""
+        return f"{info['splits']} examples, {len(info['classes'])} classes"
+
     def check_split(self, ds: Any, split: str, sink: Callable[..., None]) -> None:
         """Decode every raw file of ``split`` now (a one-line DataError naming a bad file): the
         data stage checks the test split, whose features are computed only after training."""
@@ -79,6 +124,15 @@ class Task:
                    variant: Any = None) -> Split:
         """The model inputs of ``split`` under data configuration ``data`` (cached by the task);
         ``variant`` is one of :meth:`train_variants` (an extra copy of the training set)."""
+        raise NotImplementedError
+
+    def raw_split(self, ds: Any, split: str, data: Any, *, cache_dir: Any,
+                  sink: Callable[..., None] | None = None) -> np.ndarray:
+        """The raw inputs of ``split`` as the board reads them (what the front end eats)."""
+        raise NotImplementedError
+
+    def frontend(self) -> FrontEnd:
+        """The board-side front end of this task's data configurations."""
         raise NotImplementedError
 
     def train_variants(self, train_cfg: Any) -> tuple[Any, ...]:
@@ -134,6 +188,14 @@ class Classification(Task):
 TASKS: Registry[type[Task]] = Registry("task")
 
 _instances: dict[str, Task] = {}
+
+
+def task_of(data: Any) -> Task:
+    """The task whose data configuration type ``data`` is."""
+    for name in TASKS.names():
+        if isinstance(data, TASKS.get(name).data_config_class):
+            return get_task(name)
+    raise TypeError(f"{type(data).__name__} is no registered task's data configuration")
 
 
 def get_task(name: str) -> Task:

@@ -44,6 +44,9 @@ class KWSTask(Classification):
                 "splits": {k: len(v) for k, v in ds.splits.items()},
                 "speakers": {k: len({c.speaker for c in v}) for k, v in ds.splits.items()}}
 
+    def describe_dataset(self, info: dict[str, Any]) -> str:
+        return f"{info['splits']} clips, {len(info['classes'])} classes, speakers per split {info['speakers']}"
+
     def check_split(self, ds: Any, split: str, sink: Callable[..., None]) -> None:
         from edgenas.datasets.audio import check_audio_file
 
@@ -64,6 +67,18 @@ class KWSTask(Classification):
         fs = load_features(ds, split, data, cache_dir=cache_dir, sink=sink,
                            speed=1.0 if variant is None else float(variant))
         return Split(fs.x, fs.y)
+
+    def raw_split(self, ds: Any, split: str, data: Any, *, cache_dir: Any,
+                  sink: Callable[..., None] | None = None) -> np.ndarray:
+        """[N, clip_samples] float32 waveforms at the configuration's sample rate."""
+        from edgenas.datasets.features import split_waves
+
+        return split_waves(ds, split, data)
+
+    def frontend(self) -> Any:
+        from edgenas.export.frontend import AudioFrontEnd
+
+        return AudioFrontEnd()
 
     def train_variants(self, train_cfg: Any) -> tuple[Any, ...]:
         return tuple(train_cfg.speed_perturb)

@@ -54,7 +54,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     inputs = TB.build_inputs(tmp_path_factory.mktemp("inputs"), tflite=False)
     out = tmp_path_factory.mktemp("out")
     res = make_bundle(out, models=inputs["models"], frontends=inputs["frontends"], labels=inputs["labels"],
-                      spec=inputs["spec"], metadata={}, sample_wav=TB.CLIPS[0])
+                      spec=inputs["spec"], metadata={}, sample=TB.CLIPS[0])
     return {"out": out, "res": res, "expected": inputs["expected"], "dir": Path(res["bundle_dir"])}
 
 
@@ -191,5 +191,5 @@ def test_local_device_and_unreachable_board(ssh_board: StandInBoard, tmp_path: P
 
     shutil.copytree(bundle["dir"], no_sample)
     (no_sample / "sample.wav").unlink()
-    with pytest.raises(DeviceError, match="no sample.wav; pass a WAV file"):
+    with pytest.raises(DeviceError, match="no sample input; pass a WAV file"):
         deploy_bundle(dev, no_sample)

@@ -27,13 +27,16 @@ def test_flash_by_hand() -> None:
 
 
 def test_ram_by_hand() -> None:
-    # padded conv: the padded input (2×6×6 = 72) lives with the input (32) and then with the output (48)
-    assert cost.ram_bytes(CONV) == max(32 + 72, 72 + 48) == 120
+    # SAME padding is folded into the conv (no PAD op): input (32) + output (48)
+    assert CONV.pad_is_same and cost.ram_bytes(CONV) == 32 + 48
+    # other padding is an explicit PAD: the padded input (2×7×7 = 98) lives with the input, then the output
+    odd = LayerDesc("o", "conv2d", (2, 4, 4), (3, 4, 4), (3, 3), pad=(2, 1, 2, 1))
+    assert not odd.pad_is_same and cost.ram_bytes(odd) == max(32 + 98, 98 + 48) == 146
     assert cost.ram_bytes(PW) == 32 + 48
     assert cost.ram_bytes(FC) == 3 + 2
     assert cost.ram_bytes(POOL) == 48 + 3
     asym = LayerDesc("a", "conv2d", (1, 49, 10), (8, 25, 5), (3, 3), (2, 2), (1, 1, 0, 1))
-    assert cost.ram_bytes(asym) == max(490 + 51 * 11, 51 * 11 + 8 * 25 * 5) == 1561
+    assert asym.pad_is_same and cost.ram_bytes(asym) == 490 + 8 * 25 * 5 == 1490  # TF SAME at stride 2
 
 
 class ToyTable:
@@ -67,8 +70,8 @@ def test_ram_of_a_spec_by_hand() -> None:
            "stem.stride": "2x2", "stem.width": "8", "block0.op": "skip", "block0.width": "16",
            "block1.op": "skip", "block1.width": "8"}
     spec = space.spec(sel)
-    # stem 1×49×10 → padded 1×51×11 → 8×25×5 is the largest layer
-    assert cost.peak_ram(space).cost(spec) == 1561
+    # stem 1×49×10 → 8×25×5 (SAME padding, folded) is the largest layer
+    assert cost.peak_ram(space).cost(spec) == 490 + 1000
     assert cost.flash(space).cost(spec) == (8 * 9 + 8 * 4 + 8 * 4) + (8 * 3 + 3 * 4 + 3 * 4)
 
 

@@ -46,7 +46,7 @@ def test_liveness_holds_the_skip_tensor_until_its_add() -> None:
     skip = 8 * 8 * 8  # the stem's output, read again by the add
     assert held == {"stem": 0, "b0.expand": 0, "b0.dw": skip, "b0.project": skip, "b0.add": 0, "pool": 0, "fc": 0}
     # b0.expand reads the stem output itself (not held extra); the add holds both inputs
-    assert ram_bytes(g[2]) == 24 * 8 * 8 + 24 * 10 * 10 + skip  # padded input dominates + the skip
+    assert ram_bytes(g[2]) == 24 * 8 * 8 + 24 * 8 * 8 + skip  # input + output (SAME padding folded) + the skip
     assert ram_bytes(g[4]) == 2 * skip + skip
     assert max(ram_bytes(d) for d in g) == ram_bytes(g[2])
     # a chain holds nothing extra
@@ -111,8 +111,8 @@ def _mb_block(c: int, e: int, hw: int, name: str, prev: str) -> list[LayerDesc]:
 def test_residual_ram_model_against_the_exported_int8_tflite(tmp_path) -> None:
     """An inverted-residual image network (32 px RGB, MobileNetV2 blocks with residual adds): the
     liveness model's peak against the peak of the exported int8 TFLite file's tensors in
-    execution order. Both hold the skip tensor across the block; the model also counts the
-    depthwise conv's zero-padded input, which TFLite's SAME padding does not materialise."""
+    execution order. Both hold the skip tensor across the block; SAME padding (folded into the
+    convolution, no PAD op) costs nothing in either."""
     pytest.importorskip("tensorflow")
     from edgenas.cost import ram_bytes
     from edgenas.export.tflite_export import tflite_int8_random, verify_tflite
@@ -131,5 +131,28 @@ def test_residual_ram_model_against_the_exported_int8_tflite(tmp_path) -> None:
     assert peak.name == "b0.dw" and ver["peak_op"].startswith("DEPTHWISE_CONV_2D")
     skip, act = 16 * 16 * 16, 64 * 16 * 16
     assert peak.held == skip
-    assert ram_bytes(peak) == 41216 == act + 64 * 18 * 18 + skip  # padded input + output + skip
-    assert ver["peak_activation_bytes"] == 36864 == act + act + skip  # input + output + skip
+    assert ram_bytes(peak) == 36864 == act + act + skip  # input + output + skip
+    assert ver["peak_activation_bytes"] == ram_bytes(peak)
+    # padding other than SAME is an explicit PAD op in the file and materialises the padded input
+    odd = LayerDesc("odd", "conv2d", (8, 8, 8), (8, 8, 8), (3, 3), pad=(2, 0, 2, 0), groups=8)
+    assert not odd.pad_is_same and ram_bytes(odd) == 8 * 10 * 10 + 8 * 8 * 8
+    assert graph[0].pad_is_same and ram_bytes(graph[0]) == 3 * 32 * 32 + 16 * 16 * 16
+
+
+def test_image_space_ram_model_agrees_with_the_exported_int8_tflite(tmp_path) -> None:
+    """Networks of the image space (inverted residuals, strided stems and stages, 5x5 depthwise
+    convs on small maps) against their exported int8 TFLite files: the same peak, in bytes."""
+    pytest.importorskip("tensorflow")
+    import random
+
+    from edgenas import cost
+    from edgenas.export.tflite_export import tflite_int8_random, verify_tflite
+    from edgenas.spaces import get_space
+
+    space = get_space("image-mbv2", num_classes=10)
+    rng = random.Random(3)
+    for i in range(3):
+        spec = space.sample(rng)
+        torch.manual_seed(0)
+        path = tflite_int8_random(space.build(spec).eval(), (1, *spec.data.input_shape), tmp_path / f"{i}.tflite")
+        assert verify_tflite(path)["peak_activation_bytes"] == cost.peak_ram(space).cost(spec), space.describe(spec)

@@ -14,6 +14,7 @@ from edgenas.spaces import SPACES, build, get_space
 from edgenas.spaces.base import SearchSpace
 from edgenas.spaces.kws_dscnn import KWSDSCNNSpace, KWSSpaceConfig, same_pad
 from edgenas.spec import ArchSpec, DataConfig
+from edgenas.tasks import get_task
 
 from edgenas_toys import all_specs, random_specs, tiny_space, tiny_tcn_space
 
@@ -38,7 +39,8 @@ def _specs_for_every_data_option(space: SearchSpace, seed: int = 0) -> list[Arch
 
 
 def _input(spec: ArchSpec, n: int = 2) -> torch.Tensor:
-    return torch.randn(n, 1, *spec.data.feature_shape, generator=torch.Generator().manual_seed(1))
+    """``n`` real model inputs of the spec's task (its front end of random raw inputs)."""
+    return torch.from_numpy(get_task(spec.task).example_input(spec.data, n=n, seed=1))
 
 
 def test_registry_is_not_empty() -> None:

@@ -120,7 +120,7 @@ def made(inputs: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> di
 
     out = tmp_path_factory.mktemp("out")
     res = make_bundle(out, models=inputs["models"], frontends=inputs["frontends"], labels=inputs["labels"],
-                      spec=inputs["spec"], metadata={"run": "tiny", "accuracy": 0.9}, sample_wav=CLIPS[0])
+                      spec=inputs["spec"], metadata={"run": "tiny", "accuracy": 0.9}, sample=CLIPS[0])
     return {"out": out, "res": res}
 
 
@@ -225,7 +225,7 @@ def test_atomic_replace_and_no_leftovers(made: dict[str, Any], inputs: dict[str,
     out = tmp_path / "out"
     kw = dict(models={"onnx": inputs["models"]["onnx"]}, frontends={"onnx": inputs["frontends"]["onnx"]},
               labels=LABELS, spec=inputs["spec"], metadata={})
-    first = bundle_mod.make_bundle(out, sample_wav=CLIPS[0], **kw)  # type: ignore[arg-type]
+    first = bundle_mod.make_bundle(out, sample=CLIPS[0], **kw)  # type: ignore[arg-type]
     assert sorted(p.name for p in out.iterdir()) == ["bundle", "bundle.tar.gz"]
     # a rebuild replaces the bundle (here: without sample.wav) and leaves no temporary folders
     second = bundle_mod.make_bundle(out, **kw)  # type: ignore[arg-type]
@@ -242,7 +242,7 @@ def test_atomic_replace_and_no_leftovers(made: dict[str, Any], inputs: dict[str,
 
     monkeypatch.setattr(bundle_mod, "_write_tar", die)
     with pytest.raises(KeyboardInterrupt):
-        bundle_mod.make_bundle(out, sample_wav=CLIPS[1], **kw)  # type: ignore[arg-type]
+        bundle_mod.make_bundle(out, sample=CLIPS[1], **kw)  # type: ignore[arg-type]
     assert sorted(p.name for p in out.iterdir()) == ["bundle", "bundle.tar.gz"]
     assert {p.name: p.read_bytes() for p in (out / "bundle").iterdir()} == before
     assert (out / "bundle.tar.gz").read_bytes() == tar_before
@@ -282,5 +282,5 @@ def test_bad_inputs_are_one_line_export_errors(inputs: dict[str, Any], tmp_path:
     _one_line_export_error("does not match the spec's hash", **{**good, "metadata": {"arch_hash": "0" * 16}})
     bad_wav = tmp_path / "bad.wav"
     bad_wav.write_text("not a wav")
-    _one_line_export_error("not a PCM WAV", **{**good, "sample_wav": bad_wav})
+    _one_line_export_error("not a PCM WAV", **{**good, "sample": bad_wav})
     assert not out.exists() or not any(out.iterdir())  # nothing written for bad inputs
