@@ -85,6 +85,20 @@ def write(out: Path, name: str, data: dict[str, Any], markdown: str) -> None:
     print(markdown)
 
 
+# two-sided 95% quantiles of Student's t by degrees of freedom (n - 1 paired differences)
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+       11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131}
+
+
+def paired_interval(d: Sequence[float]) -> tuple[float, float, float, float]:
+    """(mean, std, low, high) of paired differences ``d``, the 95% t interval of the mean."""
+    import statistics
+
+    mean, sd = statistics.mean(d), statistics.stdev(d) if len(d) > 1 else float("nan")
+    half = T95.get(len(d) - 1, 1.96) * sd / len(d) ** 0.5
+    return mean, sd, mean - half, mean + half
+
+
 def pyplot() -> Any:
     try:
         import matplotlib

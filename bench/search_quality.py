@@ -891,9 +891,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[list[Any]]:
     return out
 
 
-# two-sided 95% quantiles of Student's t by degrees of freedom (n - 1 paired differences)
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-       11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131}
+T95 = common.T95
 
 
 def paired(rows: list[dict[str, Any]]) -> list[list[Any]]:

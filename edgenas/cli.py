@@ -27,6 +27,11 @@ examples:
   edgenas search --data DIR --set search.strategy=darts --set space.widths=16,32,64
   edgenas search --space kws-tcn --data ../shared/data/fsdd --test-speakers nicolas --device litert-cpu
       temporal-convolution space (TC-ResNet-like); e.g. --set space.block_ops=conv9,dw9,skip
+  edgenas search --task image --data ../shared/data/cifar10_images --device litert-cpu
+      --max-latency-ms 0.08 --max-ram-kb 64 --max-flash-kb 256 --strategy gumbel-hard
+      image folders (train/ val/ [test/]); input resolution and colour searched with the network
+  edgenas search --task image --data cifar10 --set 'space.resolutions=[24,32]'
+      the CIFAR-10 archive (downloaded once), two resolutions
 """
 
 
@@ -104,8 +109,9 @@ def _search_parser(sub: Any) -> None:
                                    "CNN, or kws-tcn, temporal convolutions over MFCC channels); its options are "
                                    "space.* keys")
     p.add_argument("--device", help="device profile name (see `edgenas devices`; default onnxruntime-cpu)")
-    p.add_argument("--data", help="dataset folder (FSDD, Speech Commands or CSV manifest); default: the generated "
-                                  "synthetic demo dataset")
+    p.add_argument("--data", help="dataset folder: kws: FSDD, Speech Commands or a CSV manifest (default: the "
+                                  "generated synthetic demo dataset); image: train/ val/ [test/] class folders, or "
+                                  "'cifar10' to download it")
     p.add_argument("--layout", help="dataset layout: auto (default), fsdd, speech_commands, csv (a CSV manifest), synthetic")
     p.add_argument("--test-speakers", type=_csv, help="comma-separated speakers held out as the test split (FSDD)")
     p.add_argument("--val-speakers", type=_csv, help="comma-separated speakers used as the validation split")
@@ -113,7 +119,7 @@ def _search_parser(sub: Any) -> None:
     p.add_argument("--max-ram-kb", type=float, help="peak RAM budget, KiB (front end's float buffers + the int8 model's activations)")
     p.add_argument("--max-flash-kb", type=float, help="flash budget, KiB (front-end file + int8 model file)")
     p.add_argument("--budget-scope", choices=["end-to-end", "model"],
-                   help="what the budgets apply to (default end-to-end: the audio front end + the int8 classifier, "
+                   help="what the budgets apply to (default end-to-end: the task's front end (MFCC, image resize) + the int8 classifier, "
                         "as the bundle runs them on the device; model: the classifier alone)")
     p.add_argument("--latency-stat", choices=["auto", *STATS],
                    help="latency figure the budget applies to (default auto: the device profile's [measure] "

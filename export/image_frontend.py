@@ -8,7 +8,8 @@ and the front end reproduces :func:`edgenas.datasets.images.transform` (the trai
 exactly: ``x / 255`` → optional grey (ITU-R 601 luma, a [3] → [1] product) → the antialiased
 bilinear resize as two matrix products (rows ``[r, H]``, columns ``[r, W]``, with the 1/255 folded
 into the row matrix) → per-channel ``(x - mean) / std`` when ``norm`` is given (folded into the
-last product's scale and a bias). Input ``image`` uint8 [1, H, W, 3] (H × W the dataset's source
+last product's scale and a bias; at the source size the resize is the identity and is left
+out). Input ``image`` uint8 [1, H, W, 3] (H × W the dataset's source
 size); output ``features`` [1, C, r, r] (ONNX, NCHW, what the ONNX classifier eats) or
 [1, r, r, C] (TFLite, NHWC, what the TFLite classifier eats). One implementation, ``"matmul"``.
 
@@ -58,6 +59,11 @@ def _constants(cfg: Any, norm: Norm) -> tuple[np.ndarray, np.ndarray, np.ndarray
             scale, shift)
 
 
+def _identity(cfg: Any) -> bool:
+    """The resize is the identity (the resolution is the source size): the front end skips it."""
+    return cfg.resolution == cfg.source_h == cfg.source_w
+
+
 def frontend_metadata(cfg: Any, layout: str, norm: Norm = None) -> dict[str, str]:
     return model_metadata(
         None, QUANT_FP32, artifact="frontend", frontend=FRONTEND_KIND, frontend_impl=IMPL,
@@ -85,11 +91,15 @@ def export_image_frontend_onnx(cfg: Any, path: str | Path, norm: Norm = None) ->
         inits.append(numpy_helper.from_array(luma.astype(np.float32), "luma"))
         nodes.append(helper.make_node("MatMul", [x, "luma"], ["grey"]))  # [1, H, W, 1]
         x = "grey"
-    nodes += [helper.make_node("Transpose", [x], ["chw"], perm=[0, 3, 1, 2]),  # [1, C, H, W]
-              helper.make_node("MatMul", ["rows", "chw"], ["r1"]),  # [1, C, r, W]
-              helper.make_node("MatMul", ["r1", "cols_t"], ["r2"]),  # [1, C, r, r]
-              helper.make_node("Mul", ["r2", "scale"], ["r3"]),
-              helper.make_node("Add", ["r3", "shift"], [FEATURES_NAME])]
+    nodes.append(helper.make_node("Transpose", [x], ["chw"], perm=[0, 3, 1, 2]))  # [1, C, H, W]
+    if _identity(cfg):  # native size: no resize, the 1/255 goes into the scale
+        inits[2] = numpy_helper.from_array((scale / 255.0).astype(np.float32).reshape(1, c, 1, 1), "scale")
+        nodes.append(helper.make_node("Mul", ["chw", "scale"], ["r3"]))
+    else:
+        nodes += [helper.make_node("MatMul", ["rows", "chw"], ["r1"]),  # [1, C, r, W]
+                  helper.make_node("MatMul", ["r1", "cols_t"], ["r2"]),  # [1, C, r, r]
+                  helper.make_node("Mul", ["r2", "scale"], ["r3"])]
+    nodes.append(helper.make_node("Add", ["r3", "shift"], [FEATURES_NAME]))
     graph = helper.make_graph(nodes, "edgenas_image_frontend",
                               [helper.make_tensor_value_info(IMAGE_NAME, TensorProto.UINT8, [1, cfg.source_h, cfg.source_w, 3])],
                               [helper.make_tensor_value_info(FEATURES_NAME, TensorProto.FLOAT, [1, c, r, r])], inits)
@@ -118,6 +128,8 @@ def export_image_frontend_tflite(cfg: Any, path: str | Path, norm: Norm = None) 
         x = tf.cast(image, tf.float32)[0]  # [H, W, 3]
         if luma is not None:
             x = tf.tensordot(x, tf.constant(luma), axes=[[2], [0]])  # [H, W, 1]
+        if _identity(cfg):  # native size: no resize, the 1/255 goes into the scale
+            return {FEATURES_NAME: (x * tf.constant(scale / 255.0) + tf.constant(shift))[None]}
         x = tf.einsum("rh,hwc->rwc", tf.constant(rows), x)
         x = tf.einsum("rwc,ws->rsc", x, tf.constant(cols_t))
         return {FEATURES_NAME: (x * tf.constant(scale) + tf.constant(shift))[None]}

@@ -1,0 +1,337 @@
+"""Image search quality: at an end-to-end budget that MLPerf Tiny's ResNet-8 misses, is the joint
+(resolution + colour + architecture) search ahead of ResNet-8 and of the same search at a fixed
+32 px RGB input?
+
+One cell: CIFAR-10 JPEGs (``../shared/data/cifar10_images``: 5,000 ``train/`` images, of which
+the search holds out 10% (seeded, stratified) as its validation split; ``val/``, 1,000 images,
+is the test split and is never read before the final test), the ``litert-cpu`` device, end-to-end
+budgets (front end + int8 classifier, as the bundle runs them): latency ``--budget-ms`` (the
+profile's p10), 64 KiB RAM, 256 KiB flash. Three seeds. Every method trains with the same recipe
+(``--epochs``, the default optimiser and augmentation) on the same split:
+
+* ``edgenas`` — ``edgenas search --task image`` as a user runs it (single-path Gumbel search);
+* ``edgenas-fixed-res`` — the same search with the data space cut to 32 px RGB;
+* ``resnet8`` — MLPerf Tiny's ResNet-8 at 32 px RGB (``bench/image_baselines.py``: 77.7 k
+  parameters, 12.5 M MACs), trained, exported int8 and measured like the others, no budget of its
+  own (it is the network the budget is set below);
+* ``random`` — specs drawn uniformly among those the same cost models (latency table + the
+  front-end table, RAM, flash) say fit, each trained ``--random-epochs`` on the train split and
+  scored on the validation split until the joint search's wall-clock (its search stage) is spent;
+  the best is trained with the full recipe and tested.
+
+Reported: test accuracy (fp32, int8 on the device's format), measured end-to-end latency, RAM
+and flash, whether each budget holds; paired differences (joint − other) per seed with 95% t
+intervals; an accuracy–latency plot across resolutions.
+
+    python bench/image_quality.py                    # the cell: 3 seeds (~1.5–2 h alone on 2 cores)
+    python bench/image_quality.py --seeds 0 --methods edgenas resnet8 --epochs 5   # a smoke run
+    python bench/image_quality.py --report-only      # tables and plot from the rows so far
+
+Rows go to ``results/image_quality.rows.jsonl`` (a row already there is not run again; an
+interrupted edgenas run resumes). Runs live in ``results/runs/image/``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+from image_baselines import resnet8_layers  # noqa: E402
+
+METHODS = ("edgenas", "edgenas-fixed-res", "resnet8", "random")
+FIXED_RES = ["--set", "space.resolutions=[32]", "--set", 'space.colours=["rgb"]']
+
+
+def _edgenas(args: list[str]) -> dict[str, Any]:
+    exe = str(Path(sys.executable).with_name("edgenas"))
+    res = subprocess.run([exe, "search", *args, "--json", "--quiet"], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SystemExit(f"image_quality: edgenas search failed: {(res.stderr.strip().splitlines() or ['?'])[-1]}")
+    return json.loads(res.stdout)
+
+
+class Cell:
+    def __init__(self, a: Any, seed: int) -> None:
+        self.a, self.seed = a, seed
+        self.runs = a.out / "runs"
+        self.data = str(a.data_root / "cifar10_images")
+
+    def name(self, method: str) -> str:
+        return f"cifar10-{self.a.device}-e2e{self.a.budget_ms:g}-s{self.seed}-{method}-e{self.a.epochs}"
+
+    def base(self) -> list[str]:
+        return ["--task", "image", "--data", self.data, "--device", self.a.device, "--max-latency-ms",
+                str(self.a.budget_ms), "--max-ram-kb", str(self.a.ram_kb), "--max-flash-kb", str(self.a.flash_kb),
+                "--seed", str(self.seed), "--epochs", str(self.a.epochs), "--search-epochs", str(self.a.search_epochs),
+                "--strategy", "gumbel-hard", "--runs-dir", str(self.runs)]
+
+    def row(self, method: str, m: dict[str, Any], search_s: float, **extra: Any) -> dict[str, Any]:
+        b = m["budgets"]
+        return {"method": method, "seed": self.seed, "device": self.a.device, "budget_ms": self.a.budget_ms,
+                "ram_kb_limit": self.a.ram_kb, "flash_kb_limit": self.a.flash_kb, "epochs": self.a.epochs,
+                "cpu": common.cpu_model(), "test_fp32": m["accuracy"]["test_fp32_torch"],
+                "test_int8": m["accuracy"]["test_int8"], "e2e_ms": b["latency"]["measured"],
+                "model_ms": b["latency"]["model"]["measured"], "frontend_ms": b["latency"]["frontend"]["measured"],
+                "ram_kb": b["ram"]["measured"] / 1024, "flash_kb": b["flash"]["measured"] / 1024,
+                "holds": all(v["holds"] for v in b.values()), "data_config": m["data_config"], "macs": m["macs"],
+                "search_s": search_s, "run": m["run_dir"], **extra}
+
+    def edgenas(self, method: str) -> dict[str, Any]:
+        name = self.name(method)
+        if (self.runs / "image" / name / "state.json").exists():
+            m = _edgenas(["--runs-dir", str(self.runs), "--name", name, "--resume"])
+        else:
+            m = _edgenas(self.base() + ["--name", name] + (FIXED_RES if method == "edgenas-fixed-res" else []))
+        state = json.loads((Path(m["run_dir"]) / "state.json").read_text())
+        return self.row(method, m, state["stages"]["search"]["seconds"])
+
+    def pipeline(self, name: str, sets: list[str], budgeted: bool = True) -> Any:
+        from edgenas import config as C
+        from edgenas.pipeline import Pipeline
+        from edgenas.runs import RunDir
+
+        flags = {"task": "image", "data": self.data, "device": self.a.device, "seed": self.seed,
+                 "max_latency_ms": self.a.budget_ms if budgeted else 0.0,
+                 "max_ram_kb": self.a.ram_kb if budgeted else 0.0, "max_flash_kb": self.a.flash_kb if budgeted else 0.0,
+                 "train.epochs": self.a.epochs}
+        cfg = C.resolve(sets=sets, flags=flags)
+        path = self.runs / "image" / name
+        run = RunDir(path, resume=(path / "state.json").exists())
+        return Pipeline(cfg, run), run
+
+    def resnet8(self) -> dict[str, Any]:
+        """Not a point of the image space: trained, exported and measured with the pipeline's pieces."""
+        import torch
+
+        from edgenas import config as C
+        from edgenas.devices.frontend_cost import file_memory
+        from edgenas.devices.measure import measure_cached
+        from edgenas.export.exporter import ExportJob, export_network
+        from edgenas.layers import GraphNet
+        from edgenas.train import train_model
+
+        p, run = self.pipeline(self.name("resnet8"), ["space.resolutions=[32]", 'space.colours=["rgb"]'])
+        with run:
+            run.write_json("config.json", C.to_dict(p.cfg))
+            data = p.space.data_configs()[0]
+            tr, te = p.features("train", data), p.features("test", data)
+            torch.manual_seed(self.seed)
+            layers = resnet8_layers(len(p.dataset.classes))
+            model = GraphNet(layers)
+            if run.file("model.pt").is_file():
+                model.load_state_dict(torch.load(run.file("model.pt"), weights_only=True))
+            else:
+                train_model(model, *p.training_set(data, ("train", "val")), p.cfg.train, p.task, seed=self.seed)
+                torch.save(model.state_dict(), run.file("model.pt.tmp"))
+                run.file("model.pt.tmp").replace(run.file("model.pt"))
+            model.eval()
+            fmt = p.device.artifact_format
+            rep = export_network(ExportJob(model=model, spec=None, out_dir=run.file("export"),
+                                           calibration=tr.x.numpy(), test_x=te.x.numpy(), test_y=te.y.numpy(),
+                                           formats=[fmt], frontend=False, seed=self.seed))
+            r8 = rep["models"][f"{fmt}-int8"]
+            if r8["status"] != "ok":
+                raise SystemExit(f"image_quality: resnet8 {fmt} int8 export failed: {r8['failures']}")
+            path = run.file("export") / r8["file"]
+            meas = measure_cached(p.device, p.store, path, kind="model", fmt=f"{fmt}-int8", runs=p.cfg.measure.runs,
+                                  warmup=p.cfg.measure.warmup, loads=p.loads)
+            fe = p.frontend_table().get(data)
+            ram, flash = file_memory(path)
+            model_ms = meas.stat(p.latency_stat)
+        e2e_ms, ram_kb, flash_kb = model_ms + fe.latency_ms, (ram + fe.ram_bytes) / 1024, (flash + fe.flash_bytes) / 1024
+        return {"method": "resnet8", "seed": self.seed, "device": self.a.device, "budget_ms": self.a.budget_ms,
+                "ram_kb_limit": self.a.ram_kb, "flash_kb_limit": self.a.flash_kb, "epochs": self.a.epochs,
+                "cpu": common.cpu_model(), "test_fp32": rep["test_acc_fp32_torch"], "test_int8": r8["test_acc"],
+                "e2e_ms": e2e_ms, "model_ms": model_ms, "frontend_ms": fe.latency_ms, "ram_kb": ram_kb,
+                "flash_kb": flash_kb, "holds": e2e_ms <= self.a.budget_ms and ram_kb <= self.a.ram_kb
+                and flash_kb <= self.a.flash_kb, "data_config": data.to_dict(),
+                "macs": float(sum(d.macs for d in layers)), "search_s": 0.0, "run": str(run.path)}
+
+    def random_search(self, seconds: float) -> dict[str, Any]:
+        import dataclasses
+
+        import torch
+
+        from edgenas import cost
+        from edgenas.train import evaluate, train_model
+
+        name = self.name("random")
+        p, run = self.pipeline(name + "-probe", [])
+        with run:
+            run.mark("config", {}, 0.0)
+            lat, ram, flash = p.latency_model(), cost.peak_ram(p.space), cost.flash(p.space)
+            fe = p.frontend_table()
+
+            def feasible(spec: Any) -> bool:
+                f = fe.get(spec.data)
+                return (lat.cost(spec) + f.latency_ms <= self.a.budget_ms
+                        and (ram.cost(spec) + f.ram_bytes) / 1024 <= self.a.ram_kb
+                        and (flash.cost(spec) + f.flash_bytes) / 1024 <= self.a.flash_kb)
+
+            short = dataclasses.replace(p.cfg.train, epochs=self.a.random_epochs)
+            rng = random.Random(self.seed)
+            t0, tried = time.perf_counter(), []
+            while time.perf_counter() - t0 < seconds or not tried:
+                spec = next(s for s in (p.space.sample(rng) for _ in range(100000)) if feasible(s))
+                va = p.features("val", spec.data)
+                torch.manual_seed(self.seed)
+                model = p.space.build(spec)
+                train_model(model, *p.training_set(spec.data), short, p.task, seed=self.seed)
+                tried.append({"spec": spec, "val": evaluate(model, va.x, va.y, p.task)})
+            best = max(tried, key=lambda t: t["val"])
+            spent = time.perf_counter() - t0
+        return self.fixed_spec("random", best["spec"], search_s=spent, candidates=len(tried), best_val=best["val"])
+
+    def fixed_spec(self, method: str, spec: Any, search_s: float, **extra: Any) -> dict[str, Any]:
+        """``spec`` through the pipeline's own train → export → measure → report stages."""
+        from edgenas import config as C
+
+        p, run = self.pipeline(self.name(method), [])
+        with run:
+            run.write_json("config.json", C.to_dict(p.cfg))
+            for stage, res in (("config", {}), ("data", p._stage_data()), ("budgets", {"constraints": []}),
+                               ("search", {"seconds": search_s}),
+                               ("derive", {"spec": spec.to_dict(), "hash": spec.hash(), "derived_hash": spec.hash(),
+                                           "repairs": [], "estimates": p.estimates(spec, latency=False)})):
+                if not run.done(stage):
+                    run.mark(stage, res, 0.0)
+            run.write_json("search.json", {"spec": spec.to_dict(), "probs": {}, "history": [], "multipliers": {},
+                                           "seconds": search_s})
+            run.write_text("arch.json", spec.to_json() + "\n")
+            m = p.run_all()
+        return self.row(method, m, search_s, **extra)
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+
+
+def _key(r: dict[str, Any]) -> tuple[Any, ...]:
+    return (r["method"], r["seed"], r["device"], r["budget_ms"], r["epochs"])
+
+
+def summarize(rows: list[dict[str, Any]]) -> str:
+    def ms(vals: list[float], f: str = ".2f") -> str:
+        return f"{statistics.mean(vals):{f}} ± {statistics.stdev(vals):{f}}" if len(vals) > 1 else f"{vals[0]:{f}}"
+
+    out = []
+    for method in METHODS:
+        rs = [r for r in rows if r["method"] == method]
+        if not rs:
+            continue
+        res = sorted({f"{r['data_config']['resolution']} px {r['data_config']['colour']}" for r in rs})
+        out.append([method, len(rs), ms([100 * r["test_fp32"] for r in rs]), ms([100 * r["test_int8"] for r in rs]),
+                    ms([r["e2e_ms"] for r in rs], ".4f"), ms([r["ram_kb"] for r in rs], ".1f"),
+                    ms([r["flash_kb"] for r in rs], ".1f"), ms([r["macs"] / 1e6 for r in rs], ".2f"),
+                    f"{sum(bool(r['holds']) for r in rs)}/{len(rs)}", ", ".join(res)])
+    head = ["method", "seeds", "test fp32 %", "test int8 %", "e2e latency ms", "e2e RAM KiB", "e2e flash KiB",
+            "M MACs", "budgets hold", "input"]
+    text = common.table(head, out)
+    by = {(r["method"], r["seed"]): r for r in rows}
+    pairs = []
+    for other in METHODS[1:]:
+        seeds = sorted(s for (m, s) in by if m == other and ("edgenas", s) in by)
+        if len(seeds) < 2:
+            continue
+        d = [100 * (by[("edgenas", s)]["test_int8"] - by[(other, s)]["test_int8"]) for s in seeds]
+        mean, sd, lo, hi = common.paired_interval(d)
+        pairs.append([other, len(d), f"{mean:+.2f} ± {sd:.2f}", f"[{lo:+.2f}, {hi:+.2f}]",
+                      f"{sum(x > 0 for x in d)}/{len(d)}"])
+    if pairs:
+        text += "\n\nPaired by seed, joint search − other, test int8 accuracy points:\n\n"
+        text += common.table(["other", "pairs", "difference", "95% t interval", "joint ahead"], pairs)
+    return text
+
+
+def plot(rows: list[dict[str, Any]], out: Path, budget_ms: float) -> None:
+    plt = common.pyplot()
+    if plt is None or not rows:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    marks = {16: "v", 24: "s", 32: "o", 40: "D", 48: "^"}
+    colours = dict(zip(METHODS, ("C0", "C1", "C3", "C2")))
+    for r in rows:
+        res = r["data_config"]["resolution"]
+        ax.scatter(r["e2e_ms"], 100 * r["test_int8"], marker=marks.get(res, "o"), c=colours[r["method"]],
+                   edgecolors="k" if r["data_config"]["colour"] == "grey" else "none", s=60)
+    ax.axvline(budget_ms, color="grey", ls="--", lw=1)
+    ax.text(budget_ms, ax.get_ylim()[0], " budget", va="bottom", color="grey")
+    for m in METHODS:
+        ax.scatter([], [], c=colours[m], label=m)
+    for res, mk in marks.items():
+        ax.scatter([], [], marker=mk, c="w", edgecolors="k", label=f"{res} px")
+    ax.set_xlabel("measured end-to-end latency, ms (front end + int8 model, p10)")
+    ax.set_ylabel("test int8 accuracy, %")
+    ax.set_title("CIFAR-10 subset on litert-cpu: accuracy vs latency across input resolutions\n"
+                 "(black edge: grey input)", fontsize=10)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / "image_quality.png", dpi=120)
+
+
+def main() -> None:
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--device", default="litert-cpu")
+    p.add_argument("--budget-ms", type=float, default=0.08, help="end-to-end latency budget, ms (default 0.08)")
+    p.add_argument("--ram-kb", type=float, default=64.0)
+    p.add_argument("--flash-kb", type=float, default=256.0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--search-epochs", type=int, default=8)
+    p.add_argument("--random-epochs", type=int, default=4, help="epochs per random-search candidate")
+    p.add_argument("--report-only", action="store_true")
+    a = p.parse_args()
+    common.use_bench_dirs(a.out)
+    rows_path = a.out / "image_quality.rows.jsonl"
+    rows = _rows(rows_path)
+    done = {_key(r) for r in rows}
+    if not a.report_only:
+        for seed in a.seeds:
+            cell = Cell(a, seed)
+            search_s = None
+            for method in ("edgenas", *[m for m in a.methods if m != "edgenas"]):
+                if method not in a.methods and not (method == "edgenas" and "random" in a.methods):
+                    continue
+                key = (method, seed, a.device, a.budget_ms, a.epochs)
+                if key in done:
+                    if method == "edgenas":
+                        search_s = next(r["search_s"] for r in rows if _key(r) == key)
+                    continue
+                t0 = time.perf_counter()
+                print(f"image_quality: seed {seed} {method} …", file=sys.stderr, flush=True)
+                if method.startswith("edgenas"):
+                    row = cell.edgenas(method)
+                elif method == "resnet8":
+                    row = cell.resnet8()
+                else:
+                    row = cell.random_search(search_s or 300.0)
+                if method == "edgenas":
+                    search_s = row["search_s"]
+                row["wall_s"] = time.perf_counter() - t0
+                with rows_path.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                rows.append(row)
+                done.add(key)
+                print(f"  {method}: int8 {100 * row['test_int8']:.2f}%, e2e {row['e2e_ms']:.4f} ms, "
+                      f"RAM {row['ram_kb']:.1f} KiB, holds {row['holds']} ({row['wall_s']:.0f} s)",
+                      file=sys.stderr, flush=True)
+    cell_rows = [r for r in rows if r["device"] == a.device and r["budget_ms"] == a.budget_ms
+                 and r["epochs"] == a.epochs]
+    md = (f"# Image search quality (CIFAR-10 subset, {a.device}, end-to-end budget {a.budget_ms:g} ms, "
+          f"{a.ram_kb:g} KiB RAM, {a.flash_kb:g} KiB flash, {a.epochs} epochs)\n\n" + summarize(cell_rows))
+    common.write(a.out, "image_quality", {"rows": cell_rows}, md)
+    plot(cell_rows, a.out, a.budget_ms)
+
+
+if __name__ == "__main__":
+    main()
