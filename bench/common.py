@@ -99,6 +99,35 @@ def paired_interval(d: Sequence[float]) -> tuple[float, float, float, float]:
     return mean, sd, mean - half, mean + half
 
 
+def train_export_measure(p: Any, run: Any, model: Any, data: Any, seed: int, what: str,
+                         trained: bool = False) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """A network outside every space (a hand-designed baseline) through the pipeline's pieces:
+    trained with the run's recipe on train + val (unless ``trained``), exported in the device's
+    format and verified, its int8 file measured on the device. Returns (export report, the int8
+    file's record, the measurement)."""
+    import torch
+
+    from edgenas.devices.measure import measure_cached
+    from edgenas.export.exporter import ExportJob, export_network
+    from edgenas.train import train_model
+
+    tr, te = p.features("train", data), p.features("test", data)
+    if not trained:
+        train_model(model, *p.training_set(data, ("train", "val")), p.cfg.train, p.task, seed=seed)
+        torch.save(model.state_dict(), run.file("model.pt.tmp"))
+        run.file("model.pt.tmp").replace(run.file("model.pt"))
+    model.eval()
+    fmt = p.device.artifact_format
+    rep = export_network(ExportJob(model=model, spec=None, out_dir=run.file("export"), calibration=tr.x.numpy(),
+                                   test_x=te.x.numpy(), test_y=te.y.numpy(), formats=[fmt], frontend=False, seed=seed))
+    r8 = rep["models"][f"{fmt}-int8"]
+    if r8["status"] != "ok":
+        raise SystemExit(f"{what} {fmt} int8 export failed: {r8['failures']}")
+    meas = measure_cached(p.device, p.store, run.file("export") / r8["file"], kind="model", fmt=f"{fmt}-int8",
+                          runs=p.cfg.measure.runs, warmup=p.cfg.measure.warmup, loads=p.loads)
+    return rep, r8, meas
+
+
 def pyplot() -> Any:
     try:
         import matplotlib

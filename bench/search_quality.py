@@ -461,37 +461,21 @@ class Bench:
         """Not a point of the kws-dscnn space: trained, exported and measured with the same pieces."""
         import torch
 
-        from edgenas.devices.measure import measure_cached
         from edgenas.config import to_dict
-        from edgenas.export.exporter import ExportJob, export_network
-        from edgenas.train import train_model
 
         name = self.run_name("tc-resnet8")
         p, run = self.pipeline(name, ["space.n_mfcc=10", "space.windows=40/20"])
         with run:
             run.write_json("config.json", to_dict(p.cfg))
             data_cfg = p.space.data_configs()[-1]
-            tr, te = p.features("train", data_cfg), p.features("test", data_cfg)
             torch.manual_seed(self.seed)
             model = _tc_resnet8(data_cfg.n_mfcc, len(p.dataset.classes))
             sib = self.trained_sibling(run, "tc-resnet8")
             if sib is not None:
                 model.load_state_dict(torch.load(sib / "model.pt", weights_only=True))  # see reuse_training
                 print(f"  tc-resnet8: weights trained by {sib.name}", file=sys.stderr, flush=True)
-            else:
-                train_model(model, *p.training_set(data_cfg, ("train", "val")), p.cfg.train, p.task, seed=self.seed)
-                torch.save(model.state_dict(), run.file("model.pt.tmp"))
-                run.file("model.pt.tmp").replace(run.file("model.pt"))
-            model.eval()
-            fmt = p.device.artifact_format
-            rep = export_network(ExportJob(model=model, spec=None, out_dir=run.file("export"),
-                                           calibration=tr.x.numpy(), test_x=te.x.numpy(), test_y=te.y.numpy(),
-                                           formats=[fmt], frontend=False, seed=self.seed))
-            r8 = rep["models"][f"{fmt}-int8"]
-            if r8["status"] != "ok":
-                raise SystemExit(f"tc-resnet8 {fmt} int8 export failed: {r8['failures']}")
-            meas = measure_cached(p.device, p.store, run.file("export") / r8["file"], kind="model", fmt=f"{fmt}-int8",
-                                  runs=p.cfg.measure.runs, warmup=p.cfg.measure.warmup, loads=p.loads)
+            rep, r8, meas = common.train_export_measure(p, run, model, data_cfg, self.seed, "tc-resnet8",
+                                                        trained=sib is not None)
             lat = meas.stat(p.latency_stat)
         ram = r8["verification"]["peak_activation_bytes"] / 1024
         row = {**self.cell("tc-resnet8"), "test_fp32": rep["test_acc_fp32_torch"], "test_int8": r8["test_acc"],

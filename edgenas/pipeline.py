@@ -23,7 +23,7 @@ import torch
 import edgenas
 from edgenas import cost
 from edgenas.config import RunConfig, to_dict
-from edgenas.constraints import Constraint, check_feasible, repair
+from edgenas.constraints import Constraint, check_feasible, fill, repair
 from edgenas.errors import ConfigError, EdgenasError
 from edgenas.events import EventSink, null_sink
 from edgenas.qat import qat_finetune
@@ -364,10 +364,14 @@ class Pipeline:
         spec = ArchSpec.from_dict(search["spec"])
         probs = {k: torch.tensor(v) for k, v in search["probs"].items()}
         cons = self.constraints()
+        derived, fills = spec, []
+        if self.cfg.search.fill_budget:
+            spec, fills = fill(self.space, spec, probs, cons, self.cfg.search.margin)
         repaired, switches = repair(self.space, spec, probs, cons)
         est = self.estimates(repaired)
         self.run.write_text("arch.json", repaired.to_json() + "\n")
-        return {"spec": repaired.to_dict(), "hash": repaired.hash(), "derived_hash": spec.hash(),
+        return {"spec": repaired.to_dict(), "hash": repaired.hash(), "derived_hash": derived.hash(),
+                "fills": [s.__dict__ for s in fills],
                 "repairs": [s.__dict__ for s in switches], "estimates": est}
 
     def estimates(self, spec: ArchSpec, latency: bool = True) -> dict[str, float]:

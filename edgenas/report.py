@@ -213,6 +213,10 @@ def render_report(p: RunRecord, spec: ArchSpec, m: dict[str, Any]) -> str:
     lines += ["## Architecture", "", "| choice point | selected |", "|---|---|"]
     for k, v in space.selection(spec).items():
         lines.append(f"| {k} | {v} |")
+    if derive.get("fills"):
+        lines += ["", f"Grown after derivation into the unused budget (`search.fill_budget`; derived spec "
+                  f"`{derive['derived_hash']}`): " + "; ".join(f"{s['point']}: {s['old']} → {s['new']}"
+                                                             for s in derive["fills"])]
     if derive["repairs"]:
         lines += ["", f"Repaired after derivation (derived spec `{derive['derived_hash']}` violated a budget by the "
                   "cost model): " + "; ".join(f"{s['point']}: {s['old']} → {s['new']}" for s in derive["repairs"])]

@@ -63,6 +63,9 @@ class SearchConfig:
     margin: float = 0.05
     latency_target: bool = False  # the latency budget as a target (two-sided term), not only a limit
     data_first: bool = False  # score and freeze the data configuration, then search the architecture
+    # after deriving, switch architecture choices to larger ones while the predicted costs stay
+    # within (1 - margin) of every budget (edgenas.constraints.fill); then repair as usual
+    fill_budget: bool = False
     max_steps_per_epoch: int = 0  # 0 = one pass over the train split
 
 

@@ -196,3 +196,23 @@ def test_repair_raises_when_nothing_fits(space, specs) -> None:
     spec = _dearest(space)
     with pytest.raises(InfeasibleBudget, match=re.escape("--max-ram-kb")):
         repair(space, spec, space.one_hot(spec), [Constraint("ram", limit, ram)])
+
+
+def test_fill_grows_the_spec_into_the_unused_budget() -> None:
+    """The derived spec far under its budgets grows (more MACs) until one more switch would pass
+    (1 - margin) of a budget; the data configuration is untouched; a spec already at the budget
+    stays as it is."""
+    from edgenas import cost
+    from edgenas.constraints import Constraint, fill
+    from edgenas.spaces import get_space
+
+    space = get_space("image-mbv2", num_classes=10)
+    small = next(iter(space.cheapest_candidates()))
+    cons = [Constraint("ram", 40_000.0, cost.peak_ram(space)), Constraint("flash", 60_000.0, cost.flash(space))]
+    probs = {p.name: torch.full((len(p.options),), 1 / len(p.options)) for p in space.choice_points()}
+    grown, switches = fill(space, small, probs, cons, margin=0.05)
+    assert switches and cost.macs(space).cost(grown) > cost.macs(space).cost(small)
+    assert grown.data == small.data
+    assert all(c.model.cost(grown) <= 0.95 * c.limit for c in cons)
+    again, more = fill(space, grown, probs, cons, margin=0.05)
+    assert again == grown and more == []

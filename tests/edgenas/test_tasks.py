@@ -118,3 +118,22 @@ def test_cli_lists_tasks(capsys) -> None:
     rows = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in rows] == TASKS.names()
     assert all(r["spaces"] and r["default_space"] in r["spaces"] for r in rows)
+
+
+def test_image_config_and_the_task_of_a_data_configuration() -> None:
+    from edgenas.spec import DataConfig
+    from edgenas.tasks import task_of
+    from edgenas.tasks.image import ImageConfig
+
+    cfg = ImageConfig(24, "grey")
+    assert cfg.input_shape == (1, 24, 24) and ImageConfig(24).input_shape == (3, 24, 24)
+    assert cfg.key() == "img24_grey_src32x32" and ImageConfig.from_dict(cfg.to_dict()) == cfg
+    assert task_of(cfg).name == "image" and task_of(DataConfig()).name == "kws"
+    for bad in ({"colour": "cmyk"}, {"resolution": 0}):
+        with pytest.raises(ConfigError):
+            ImageConfig(**bad)
+    # a space for 32x32 sources refuses a configuration for other sources, in one line
+    space = get_space("image-mbv2", num_classes=10)
+    with pytest.raises(ConfigError, match="64x64 px sources"):
+        space.data_labels(ImageConfig(32, "rgb", 64, 64))
+    assert "upscaled from 32×32" in get_task("image").describe_data(ImageConfig(48))
