@@ -40,7 +40,6 @@ from edgenas.tasks import task_of
 from edgenas.store import Store, file_hash
 
 FRONTEND_FORMATS = ("onnx", "tflite")
-LOWMEM_IMPL = "fft2-lowmem"
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -100,34 +100,14 @@ def repair(space: SearchSpace, spec: ArchSpec, probs: Mapping[str, torch.Tensor]
            constraints: list[Constraint], max_steps: int = 200) -> tuple[ArchSpec, list[Switch]]:
     """Switch the choices that cost most for the least loss of probability until every budget
     holds by its cost model. Falls back to the most probable feasible cheapest candidate."""
-    switches: list[Switch] = []
     logp = {k: torch.log(v.detach() + 1e-12) for k, v in probs.items()}
-    sel = space.selection(spec)
-    current = spec
-    for _ in range(max_steps):
-        v0 = violation(current, constraints)
-        if v0 <= 0:
-            return current, switches
-        best: tuple[float, ArchSpec, Switch] | None = None
-        for p in space.choice_points():
-            i_old = p.index(sel[p.name])
-            for i_new, opt in enumerate(p.options):
-                if i_new == i_old:
-                    continue
-                cand_sel = dict(sel, **{p.name: opt})
-                cand = space.spec(cand_sel)
-                gain = v0 - violation(cand, constraints)
-                if gain <= 1e-12:
-                    continue
-                loss = float(logp[p.name][i_old] - logp[p.name][i_new])
-                score = gain / (max(loss, 0.0) + 1e-3)
-                if best is None or score > best[0]:
-                    best = (score, cand, Switch(p.name, sel[p.name], opt, loss))
-        if best is None:
-            break
-        _, current, sw = best
-        sel = dict(sel, **{sw.point: sw.new})
-        switches.append(sw)
+
+    def gain(v0: float, cand: ArchSpec) -> float | None:
+        g = v0 - violation(cand, constraints)
+        return g if g > 1e-12 else None
+
+    current, switches = _switch_greedily(space, spec, logp, space.choice_points(),
+                                         lambda s: violation(s, constraints), gain, lambda v: v <= 0, max_steps)
     if violation(current, constraints) <= 0:
         return current, switches
     feasible = check_feasible(space, constraints)
@@ -162,21 +142,36 @@ def fill(space: SearchSpace, spec: ArchSpec, probs: Mapping[str, torch.Tensor], 
         oh = space.one_hot(s)
         return all(float(c.model.expected_cost(oh)) <= (1 - margin) * c.limit for c in constraints)
 
+    def gain(base: float, cand: ArchSpec) -> float | None:
+        g = work.cost(cand) - base
+        return g if g > 0 and fits(cand) else None
+
+    return _switch_greedily(space, spec, logp, space.arch_points, work.cost, gain, lambda v: False, max_steps)
+
+
+def _switch_greedily(space: SearchSpace, spec: ArchSpec, logp: Mapping[str, torch.Tensor], points: list[Any],
+                     value: Callable[[ArchSpec], float], gain: Callable[[float, ArchSpec], float | None],
+                     done: Callable[[float], bool], max_steps: int) -> tuple[ArchSpec, list[Switch]]:
+    """Switch one choice at a time (among ``points``), best ``gain`` (against the current spec's
+    ``value``, computed once a step) per log-probability lost first, until ``done(value)`` or no
+    switch gains (``gain`` None): the loop of :func:`repair` and :func:`fill`."""
     sel, current, switches = space.selection(spec), spec, []
     for _ in range(max_steps):
-        base = work.cost(current)
+        base = value(current)
+        if done(base):
+            break
         best: tuple[float, ArchSpec, Switch] | None = None
-        for p in space.arch_points:
+        for p in points:
             i_old = p.index(sel[p.name])
             for i_new, opt in enumerate(p.options):
                 if i_new == i_old:
                     continue
                 cand = space.spec(dict(sel, **{p.name: opt}))
-                gain = work.cost(cand) - base
-                if gain <= 0 or not fits(cand):
+                g = gain(base, cand)
+                if g is None:
                     continue
                 loss = float(logp[p.name][i_old] - logp[p.name][i_new]) if p.name in logp else 0.0
-                score = gain / (max(loss, 0.0) + 1e-3)
+                score = g / (max(loss, 0.0) + 1e-3)
                 if best is None or score > best[0]:
                     best = (score, cand, Switch(p.name, sel[p.name], opt, loss))
         if best is None:

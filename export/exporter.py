@@ -216,14 +216,13 @@ class _Exporter:
 
         job = self.job
         cfg = job.spec.data
-        fe = task_of(cfg).frontend()
+        task = task_of(cfg)
+        fe = task.frontend()
         raw = job.test_raw
         assert raw is not None
         ref_feats = fe.reference(raw, cfg)
         if job.norm is not None:
-            shape = [1, -1] + [1] * (ref_feats.ndim - 2) if np.size(job.norm[0]) == ref_feats.shape[1] else None
-            mean, std = ((np.reshape(v, shape) for v in job.norm) if shape else job.norm)
-            ref_feats = (ref_feats - mean) / std
+            ref_feats = task.normalize(ref_feats, job.norm)
         torch_acc = _accuracy(_torch_logits(job.model, ref_feats).argmax(1), job.test_y)
         out: dict[str, Any] = {"torch_pipeline_acc": torch_acc, "inputs": int(len(raw)), "kind": fe.kind}
         for fmt in job.formats:

@@ -486,7 +486,7 @@ def export_frontend_onnx(cfg: DataConfig, path: str | Path, norm: Norm = None, i
     """Float ONNX front end: ``audio`` [1, clip_samples] → ``features`` [1, 1, n_frames, n_mfcc]
     (standardised per coefficient when ``norm`` = (mean, std) is given), computed by ``impl``
     (one of ``IMPLS["onnx"]``; None: ``DEFAULT_IMPL["onnx"]``)."""
-    from edgenas.export.onnx_export import _atomic_save, _first_line, _set_metadata, export_onnx_fp32
+    from edgenas.export.onnx_export import _atomic_save, _set_metadata, check_model, export_onnx_fp32
 
     impl = resolve_impl(cfg, "onnx", impl)
     path = Path(path)
@@ -494,14 +494,10 @@ def export_frontend_onnx(cfg: DataConfig, path: str | Path, norm: Norm = None, i
     if impl == "stft":
         return export_onnx_fp32(_mfcc_module(cfg, norm), (1, cfg.clip_samples), path, md,
                                 dynamic_batch=False, input_name=AUDIO_NAME, output_name=FEATURES_NAME)
-    import onnx
 
     model = _ONNX_BUILDERS[impl](cfg, _mfcc_constants(cfg, norm))
     _set_metadata(model, md)
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except Exception as e:
-        raise ExportError(f"front end {path} ({impl}) fails onnx.checker: {_first_line(e)}") from None
+    check_model(model, f"front end {path} ({impl})")
     _check_onnx(model.SerializeToString(), cfg, path)
     _atomic_save(model, path)
     return path

@@ -75,10 +75,9 @@ def frontend_metadata(cfg: Any, layout: str, norm: Norm = None) -> dict[str, str
 
 def export_image_frontend_onnx(cfg: Any, path: str | Path, norm: Norm = None) -> Path:
     """Float ONNX front end: ``image`` uint8 [1, H, W, 3] → ``features`` [1, C, r, r]."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgenas.export.onnx_export import _atomic_save, _first_line, _set_metadata
+    from edgenas.export.onnx_export import _atomic_save, _set_metadata, check_model
 
     rows, cols_t, luma, scale, shift = _constants(cfg, norm)
     c, r = cfg.channels, cfg.resolution
@@ -107,10 +106,7 @@ def export_image_frontend_onnx(cfg: Any, path: str | Path, norm: Norm = None) ->
     model.ir_version = min(model.ir_version, 10)
     _set_metadata(model, frontend_metadata(cfg, "NCHW", norm))
     path = Path(path)
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except Exception as e:
-        raise ExportError(f"image front end {path} fails onnx.checker: {_first_line(e)}") from None
+    check_model(model, f"image front end {path}")
     _atomic_save(model, path)
     return path
 

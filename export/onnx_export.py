@@ -97,6 +97,16 @@ def _atomic_save(model: Any, path: Path) -> None:
                        else model.SerializeToString())
 
 
+def check_model(model: Any, what: str) -> None:
+    """``onnx.checker`` (full check) on ``model``; a failure is a one-line ExportError naming ``what``."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as e:
+        raise ExportError(f"{what} fails onnx.checker: {_first_line(e)}") from None
+
+
 def _set_metadata(model: Any, metadata: dict[str, str]) -> None:
     existing = {p.key: p for p in model.metadata_props}
     for k, v in metadata.items():
@@ -164,10 +174,7 @@ def export_onnx_fp32(model: Any, input_shape: tuple[int, ...], path: str | Path,
         proto = onnx.load(str(raw))
     _strip_debug_info(proto)
     _set_metadata(proto, md)
-    try:
-        onnx.checker.check_model(proto, full_check=True)
-    except Exception as e:
-        raise ExportError(f"exported model {path} fails onnx.checker: {_first_line(e)}") from None
+    check_model(proto, f"exported model {path}")
     _atomic_save(proto, path)
     return path
 
