@@ -16,6 +16,8 @@ profile's p10), 64 KiB RAM, 256 KiB flash. Three seeds. Every method trains with
   :func:`edgenas.constraints.fill`), then trained, exported and measured: the same search, so the
   paired difference is the fill step alone;
 * ``edgenas-fixed-res`` — the same search with the data space cut to 32 px RGB;
+* ``edgenas-fixed-res-fill`` — that run continued with ``search.fill_budget=true``, as
+  ``edgenas-fill`` is the ``edgenas`` run continued (the fair fixed-resolution twin of ``edgenas-fill``);
 * ``resnet8`` — MLPerf Tiny's ResNet-8 at 32 px RGB (``bench/image_baselines.py``: 77.7 k
   parameters, 12.5 M MACs), trained, exported int8 and measured like the others, no budget of its
   own (it is the network the budget is set below);
@@ -52,8 +54,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from image_baselines import resnet8_layers  # noqa: E402
 
-METHODS = ("edgenas", "edgenas-fill", "edgenas-fixed-res", "resnet8", "random")
-JOINT = ("edgenas", "edgenas-fill")
+METHODS = ("edgenas", "edgenas-fill", "edgenas-fixed-res", "edgenas-fixed-res-fill", "resnet8", "random")
+# (joint, other) pairs reported: each joint method against its own fixed-resolution twin, the fill step
+# alone, ResNet-8 and random search
+PAIRS = (("edgenas", "edgenas-fixed-res"), ("edgenas", "resnet8"), ("edgenas", "random"),
+         ("edgenas-fill", "edgenas"), ("edgenas-fill", "edgenas-fixed-res-fill"), ("edgenas-fill", "resnet8"),
+         ("edgenas-fill", "random"), ("edgenas-fixed-res-fill", "edgenas-fixed-res"))
 FIXED_RES = ["--set", "space.resolutions=[32]", "--set", 'space.colours=["rgb"]']
 # the latency budget as a target (two-sided term): with the default one-sided hinge the first
 # attempt of this cell collapsed to 35% of the budget within 4 search epochs (entropy 0.08,
@@ -105,14 +111,17 @@ class Cell:
         state = json.loads((Path(m["run_dir"]) / "state.json").read_text())
         return self.row(method, m, state["stages"]["search"]["seconds"])
 
-    def edgenas_fill(self) -> dict[str, Any]:
+    def edgenas_fill(self, method: str) -> dict[str, Any]:
+        """``<source>-fill``: the ``<source>`` run of this seed continued from its search with
+        ``search.fill_budget=true``."""
         import shutil
 
-        src, name = self.runs / "image" / self.name("edgenas"), self.name("edgenas-fill")
+        source = method.removesuffix("-fill")
+        src, name = self.runs / "image" / self.name(source), self.name(method)
         dst = self.runs / "image" / name
         if not (dst / "state.json").exists():
             if not (src / "state.json").exists():
-                self.edgenas("edgenas")
+                self.edgenas(source)
             tmp = dst.with_name(dst.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("export", "bundle", "bundle.tar.gz", "model.pt",
@@ -127,7 +136,7 @@ class Cell:
         m = _edgenas(["--runs-dir", str(self.runs), "--name", name, "--resume"])
         state = json.loads((Path(m["run_dir"]) / "state.json").read_text())
         fills = len(state["stages"]["derive"]["result"].get("fills", []))
-        return self.row("edgenas-fill", m, state["stages"]["search"]["seconds"], fills=fills)
+        return self.row(method, m, state["stages"]["search"]["seconds"], fills=fills)
 
     def pipeline(self, name: str, sets: list[str], budgeted: bool = True) -> Any:
         from edgenas import config as C
@@ -257,18 +266,17 @@ def summarize(rows: list[dict[str, Any]]) -> str:
     text = common.table(head, out)
     by = {(r["method"], r["seed"]): r for r in rows}
     pairs = []
-    for mine in JOINT:
-        for other in (m for m in METHODS if m != mine and not (mine == "edgenas-fill" and m == "edgenas")):
-            seeds = sorted(s for (m, s) in by if m == other and (mine, s) in by)
-            if len(seeds) < 2:
-                continue
-            d = [100 * (by[(mine, s)]["test_int8"] - by[(other, s)]["test_int8"]) for s in seeds]
-            mean, sd, lo, hi = common.paired_interval(d)
-            pairs.append([mine, other, len(d), f"{mean:+.2f} ± {sd:.2f}", f"[{lo:+.2f}, {hi:+.2f}]",
-                          f"{sum(x > 0 for x in d)}/{len(d)}"])
+    for mine, other in PAIRS:
+        seeds = sorted(s for (m, s) in by if m == other and (mine, s) in by)
+        if len(seeds) < 2:
+            continue
+        d = [100 * (by[(mine, s)]["test_int8"] - by[(other, s)]["test_int8"]) for s in seeds]
+        mean, sd, lo, hi = common.paired_interval(d)
+        pairs.append([mine, other, len(d), f"{mean:+.2f} ± {sd:.2f}", f"[{lo:+.2f}, {hi:+.2f}]",
+                      f"{sum(x > 0 for x in d)}/{len(d)}"])
     if pairs:
-        text += "\n\nPaired by seed, joint search − other, test int8 accuracy points:\n\n"
-        text += common.table(["joint", "other", "pairs", "difference", "95% t interval", "joint ahead"], pairs)
+        text += "\n\nPaired by seed, method − other, test int8 accuracy points:\n\n"
+        text += common.table(["method", "other", "pairs", "difference", "95% t interval", "ahead"], pairs)
     return text
 
 
@@ -278,7 +286,7 @@ def plot(rows: list[dict[str, Any]], out: Path, budget_ms: float) -> None:
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))
     marks = {16: "v", 24: "s", 32: "o", 40: "D", 48: "^"}
-    colours = dict(zip(METHODS, ("C0", "C4", "C1", "C3", "C2")))
+    colours = dict(zip(METHODS, ("C0", "C4", "C1", "C5", "C3", "C2")))
     for r in rows:
         res = r["data_config"]["resolution"]
         ax.scatter(r["e2e_ms"], 100 * r["test_int8"], marker=marks.get(res, "o"), c=colours[r["method"]],
@@ -329,8 +337,8 @@ def main() -> None:
                     continue
                 t0 = time.perf_counter()
                 print(f"image_quality: seed {seed} {method} …", file=sys.stderr, flush=True)
-                if method == "edgenas-fill":
-                    row = cell.edgenas_fill()
+                if method.endswith("-fill"):
+                    row = cell.edgenas_fill(method)
                 elif method.startswith("edgenas"):
                     row = cell.edgenas(method)
                 elif method == "resnet8":

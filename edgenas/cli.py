@@ -258,7 +258,7 @@ def cmd_tasks(a: argparse.Namespace) -> int:
         spaces = [s for s in SPACES.names() if SPACES.get(s).task == name]
         rows.append({"name": name, "summary": t.summary, "input": t.input_kind, "default_space": t.default_space,
                      "spaces": spaces, "metric": t.metric.name, "higher_is_better": t.metric.higher_is_better,
-                     "int8_fidelity": t.metric.fidelity})
+                     "int8_fidelity": t.metric.fidelity, "config_defaults": dict(t.config_defaults)})
     if a.json:
         print(json.dumps(rows))
         return 0
@@ -266,6 +266,9 @@ def cmd_tasks(a: argparse.Namespace) -> int:
         print(f"{r['name']:<8} {r['summary']}")
         print(f"{'':<8} input: {r['input']}; spaces: {', '.join(r['spaces'])} (default {r['default_space']}); "
               f"metric: {r['metric']}")
+        if r["config_defaults"]:
+            sets = " ".join(f"{k}={json.dumps(v)}" for k, v in r["config_defaults"].items())
+            print(f"{'':<8} defaults of this task (override with --set): {sets}")
     return 0
 
 

@@ -190,14 +190,14 @@ def load_file(path: Path) -> dict[str, Any]:
 def _apply_all(items: list[tuple[str, Any]]) -> RunConfig:
     """Apply ``items`` in order, after choosing the task and the space: the last ``task`` and
     ``space_name`` of all items decide them (no ``space_name``: the task's default space), so
-    ``space.*`` keys may come before either."""
+    ``space.*`` keys may come before either. The task's ``config_defaults`` come first."""
     tasks = [v for k, v in items if k == "task"]
     names = [v for k, v in items if k == "space_name"]
     task = _coerce(tasks[-1], str, "task") if tasks else RunConfig.task
     space_name = names[-1] if names else get_task(task).default_space
     cls = space_config_class(_coerce(space_name, str, "space_name"))
     cfg = RunConfig(task=task, space_name=_coerce(space_name, str, "space_name"), space=cls())
-    for k, v in items:
+    for k, v in [*get_task(task).config_defaults.items(), *items]:
         if k not in ("space_name", "task"):
             cfg = apply(cfg, k, v)
     return cfg

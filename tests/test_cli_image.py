@@ -192,3 +192,26 @@ def test_kill_9_mid_search_then_resume_ends_with_a_report(images: Path, tmp_path
 
     with sqlite3.connect(tmp_path / "s.sqlite") as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+@pytest.mark.slow
+def test_calibrate_image_then_search_uses_the_predictor(images: Path, tmp_path: Path, cli, isolated_env,
+                                                        one_thread_per_module) -> None:
+    space = [a for pair in zip(TINY[::2], TINY[1::2]) if pair[1].startswith("space.") for a in pair]
+    res = cli(["calibrate", "--device", "onnxruntime-cpu", "--task", "image", "--samples", "12", "--runs", "5",
+               *space, "--json", "--quiet"])
+    assert res.code == 0, res.err
+    rep = res.json()
+    assert rep["samples"] == 12 and rep["space"] == "image-mbv2"
+    pred = Path(rep["predictor"])
+    assert pred.is_file() and "image-mbv2" in pred.name
+    # every data configuration's front end (2 resolutions × 2 colours) was measured and enters the total's error
+    assert sorted(rep["frontends"]["table_ms"]) == sorted(f"img{r}_{c}_src32x32" for r in (16, 24) for c in ("rgb", "grey"))
+    assert 0 < rep["frontends"]["share_of_total"] < 1 and rep["holdout_errors_end_to_end"]["learned"]["n"] == 2
+    res = cli(["search", "--task", "image", "--data", str(images), "--device", "onnxruntime-cpu",
+               "--max-latency-ms", "5", "--search-epochs", "1", "--epochs", "1", "--strategy", "gumbel-hard",
+               "--runs-dir", str(tmp_path / "runs"), "--name", "cal", "--json", "--quiet", *TINY])
+    assert res.code == 0, res.err[-2000:]
+    m = res.json()
+    assert m["latency_ms"]["predicted_by"] == "learned"
+    assert m["budgets"]["latency"]["frontend"]["measured"] > 0 and m["budgets"]["latency"]["measured"] > 0

@@ -255,8 +255,9 @@ class ImageMBv2Space(SearchSpace):
                 for (e, ev), (k, kv) in itertools.product(enumerate(cfg.expansions), enumerate(cfg.kernels)):
                     for (a, ci), (b, co) in itertools.product(enumerate(ins), enumerate(ws)):
                         put(f"first{s}", (d, si, a, b, e, k), self._block(0, hws[s], ci, co, ev, kv, stride, False))
-                    for b, w in enumerate(ws):
-                        put(f"later{s}", (d, si, b, e, k), self._block(1, hws[s + 1], w, w, ev, kv, 1, True))
+                    for b, w in enumerate(ws):  # a stage of one block has no later block (its table stays 0)
+                        if cfg.blocks[s] > 1:
+                            put(f"later{s}", (d, si, b, e, k), self._block(1, hws[s + 1], w, w, ev, kv, 1, True))
             for c, w in enumerate(cfg.widths[-1]):
                 pool, fc = self._head(hws[-1], w)
                 t["pool"][d, si, c], t["fc"][d, si, c] = layer_cost(pool), layer_cost(fc)

@@ -97,6 +97,9 @@ class Task:
     norm_axes: ClassVar[tuple[int, ...]] = (0, 2, 3)
     # space options of a typical dataset, for building a space with no dataset at hand (calibration)
     calibration_options: ClassVar[dict[str, Any]] = {}
+    # run settings (dotted keys, as ``--set``) this task's runs start from: the defaults measured
+    # best for it, below the config file, flags and ``--set``
+    config_defaults: ClassVar[dict[str, Any]] = {}
 
     # ---- data ----------------------------------------------------------------------------
     def open_dataset(self, cfg: Any, *, sink: Callable[..., None], cache_dir: Any) -> Any:

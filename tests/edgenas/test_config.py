@@ -183,3 +183,21 @@ def test_configs_are_frozen() -> None:
         cfg.seed = 1  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.search.epochs = 1  # type: ignore[misc]
+
+
+def test_task_config_defaults_sit_below_file_flags_and_set(tmp_path: Path) -> None:
+    from edgenas.tasks import get_task
+
+    assert get_task("kws").config_defaults == {}  # kws keeps the global defaults
+    image = C.resolve(flags={"task": "image"})
+    assert image.search.fill_budget and image.search.latency_target
+    assert not C.resolve(flags={"task": "image"}, sets=["search.fill_budget=false"]).search.fill_budget
+    f = tmp_path / "c.toml"
+    f.write_text('task = "image"\n[search]\nlatency_target = false\n')
+    cfg = C.resolve(file=f)
+    assert not cfg.search.latency_target and cfg.search.fill_budget
+    # a stored run config keeps what it says (a resumed run does not pick up changed task defaults)
+    stored = C.to_dict(C.resolve(flags={"task": "image"}, sets=["search.fill_budget=false"]))
+    assert not C.from_dict(stored).search.fill_budget
+    kws = C.resolve(flags={"task": "kws"})
+    assert not kws.search.fill_budget and not kws.search.latency_target

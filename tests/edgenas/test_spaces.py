@@ -436,3 +436,25 @@ def test_several_n_mels_are_a_data_choice_point() -> None:
         x = torch.randn(2, 1, *data.feature_shape)
         gates = {k: v for k, v in uniform.items()}
         assert net(x, d, gates, False).shape == (2, 5)
+
+
+def _one_block_stage_image_space() -> SearchSpace:
+    from edgenas.spaces.image_mbv2 import ImageMBv2Space, ImageSpaceConfig
+
+    return ImageMBv2Space(NUM_CLASSES, ImageSpaceConfig(resolutions=(16,), blocks=(1, 2, 1)))
+
+
+@pytest.mark.parametrize("make", [*[lambda n=n: get_space(n, num_classes=NUM_CLASSES) for n in ALL_SPACES],
+                                  _one_block_stage_image_space], ids=[*ALL_SPACES, "image-mbv2-blocks121"])
+def test_expected_cost_asks_only_for_layers_the_table_has(make) -> None:
+    """The differentiable cost prices only layers ``all_layers()`` lists (those a latency table
+    measures): a stage of one block has no later block to price (it raised KeyError before)."""
+    space = make()
+    known = {d.key() for d in space.all_layers()}
+
+    def strict(d) -> float:
+        assert d.key() in known, f"{d.name} is not in all_layers()"
+        return 1.0
+
+    probs = {p.name: torch.full((len(p.options),), 1.0 / len(p.options)) for p in space.choice_points()}
+    assert float(space.expected_layer_costs(probs, strict).sum()) > 0
