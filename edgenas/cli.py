@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import argparse
 import json
 import logging
@@ -28,7 +29,7 @@ examples:
   edgenas search --space kws-tcn --data ../shared/data/fsdd --test-speakers nicolas --device litert-cpu
       temporal-convolution space (TC-ResNet-like); e.g. --set space.block_ops=conv9,dw9,skip
   edgenas search --task image --data ../shared/data/cifar10_images --device litert-cpu
-      --max-latency-ms 0.08 --max-ram-kb 64 --max-flash-kb 256 --strategy gumbel-hard
+      --max-latency-ms 0.08 --max-ram-kb 64 --max-flash-kb 256
       image folders (train/ val/ [test/]); input resolution and colour searched with the network
   edgenas search --task image --data cifar10 --set 'space.resolutions=[24,32]'
       the CIFAR-10 archive (downloaded once), two resolutions
@@ -126,7 +127,7 @@ def _search_parser(sub: Any) -> None:
                         "latency_stat; median for boards, p10 for the shared-host CPU profiles)")
     p.add_argument("--epochs", type=int, help="final training epochs")
     p.add_argument("--search-epochs", type=int, help="search epochs")
-    p.add_argument("--strategy", help="search strategy: gumbel (default, relaxed Gumbel-softmax), gumbel-hard (single path) or darts")
+    p.add_argument("--strategy", help="search strategy: gumbel (relaxed Gumbel-softmax; the default but where the task sets its own, see `edgenas tasks`), gumbel-hard (single path) or darts")
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--name", help="run name (default: a timestamp)")
     p.add_argument("--runs-dir", default="runs", help="where run directories live (default ./runs)")
@@ -522,6 +523,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgenas: interrupted; continue with --resume --name <run>", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `edgenas tasks | head`: the reader left; say nothing more
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")
+        return 141
 
 
 if __name__ == "__main__":

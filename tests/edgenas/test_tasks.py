@@ -118,6 +118,9 @@ def test_cli_lists_tasks(capsys) -> None:
     rows = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in rows] == TASKS.names()
     assert all(r["spaces"] and r["default_space"] in r["spaces"] for r in rows)
+    by = {r["name"]: r for r in rows}
+    assert by["kws"]["config_defaults"] == {} and by["image"]["config_defaults"]["search.fill_budget"] is True
+    assert "defaults of this task (override with --set): search.strategy=\"gumbel-hard\"" in text
 
 
 def test_image_config_and_the_task_of_a_data_configuration() -> None:
