@@ -9,7 +9,8 @@ exactly: ``x / 255`` → optional grey (ITU-R 601 luma, a [3] → [1] product) �
 bilinear resize as two matrix products (rows ``[r, H]``, columns ``[r, W]``, with the 1/255 folded
 into the row matrix) → per-channel ``(x - mean) / std`` when ``norm`` is given (folded into the
 last product's scale and a bias; at the source size the resize is the identity and is left
-out). Input ``image`` uint8 [1, H, W, 3] (H × W the dataset's source
+out). In TFLite the grey product and the standardisation are one 1×1 convolution after the resize
+(linear maps commute; equal to ~1e-6). Input ``image`` uint8 [1, H, W, 3] (H × W the dataset's source
 size); output ``features`` [1, C, r, r] (ONNX, NCHW, what the ONNX classifier eats) or
 [1, r, r, C] (TFLite, NHWC, what the TFLite classifier eats). One implementation, ``"matmul"``.
 
@@ -119,16 +120,19 @@ def export_image_frontend_tflite(cfg: Any, path: str | Path, norm: Norm = None) 
     rows, cols_t, luma, scale, shift = _constants(cfg, norm)
     path = Path(path)
 
+    # the channel mix (grey: the luma row; RGB: the identity) and the standardisation as one 1×1
+    # convolution: the fast path of every runtime (as [0]-slicing + broadcast MUL/ADD, the same
+    # arithmetic measured 4–11× slower on LiteRT: 0.033 vs 0.003 ms at 32 px RGB)
+    mix = np.eye(3, dtype=np.float32) if luma is None else luma.astype(np.float32)
+    kernel = (mix * (scale / 255.0 if _identity(cfg) else scale)[None, :]).astype(np.float32)[None, None]
+
     @tf.function(input_signature=[tf.TensorSpec([1, cfg.source_h, cfg.source_w, 3], tf.uint8, name=IMAGE_NAME)])
     def frontend(image: Any) -> Any:
-        x = tf.cast(image, tf.float32)[0]  # [H, W, 3]
-        if luma is not None:
-            x = tf.tensordot(x, tf.constant(luma), axes=[[2], [0]])  # [H, W, 1]
-        if _identity(cfg):  # native size: no resize, the 1/255 goes into the scale
-            return {FEATURES_NAME: (x * tf.constant(scale / 255.0) + tf.constant(shift))[None]}
-        x = tf.einsum("rh,hwc->rwc", tf.constant(rows), x)
-        x = tf.einsum("rwc,ws->rsc", x, tf.constant(cols_t))
-        return {FEATURES_NAME: (x * tf.constant(scale) + tf.constant(shift))[None]}
+        x = tf.cast(image, tf.float32)  # [1, H, W, 3]
+        if not _identity(cfg):  # at the source size the resize is the identity and the 1/255 goes into the kernel
+            x = tf.einsum("rh,bhwc->brwc", tf.constant(rows), x)
+            x = tf.einsum("brwc,ws->brsc", x, tf.constant(cols_t))
+        return {FEATURES_NAME: tf.nn.conv2d(x, tf.constant(kernel), 1, "VALID") + tf.constant(shift)}
 
     try:
         with _quiet_tf():

@@ -134,6 +134,13 @@ def test_image_front_end_is_the_training_transform(tmp_path: Path) -> None:
             got = fe.run(path, px)
             assert got.shape == (4, *cfg.input_shape)
             np.testing.assert_allclose(got, want, atol=1e-4)
+            if fmt == "tflite":  # grey + standardise as one 1×1 convolution; no slicing around it
+                from edgenas.export.frontend import tflite_op_names
+
+                ops = tflite_op_names(path)
+                assert ops.count("CONV_2D") == 1 and "STRIDED_SLICE" not in ops and "MUL" not in ops, ops
+                if cfg.resolution == 32:
+                    assert ops == ["CAST", "CONV_2D"], ops
     with pytest.raises(Exception, match="uint8"):
         fe.run(path, px.astype(np.float32))
 
