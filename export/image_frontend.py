@@ -9,8 +9,8 @@ exactly: ``x / 255`` → optional grey (ITU-R 601 luma, a [3] → [1] product) �
 bilinear resize as two matrix products (rows ``[r, H]``, columns ``[r, W]``, with the 1/255 folded
 into the row matrix) → per-channel ``(x - mean) / std`` when ``norm`` is given (folded into the
 last product's scale and a bias; at the source size the resize is the identity and is left
-out). In TFLite the grey product and the standardisation are one 1×1 convolution after the resize
-(linear maps commute; equal to ~1e-6). Input ``image`` uint8 [1, H, W, 3] (H × W the dataset's source
+out). In TFLite the grey product and the standardisation are one 1×1 convolution (before the
+resize for grey, after it for RGB: linear maps commute; equal to ~1e-6). Input ``image`` uint8 [1, H, W, 3] (H × W the dataset's source
 size); output ``features`` [1, C, r, r] (ONNX, NCHW, what the ONNX classifier eats) or
 [1, r, r, C] (TFLite, NHWC, what the TFLite classifier eats). One implementation, ``"matmul"``.
 
@@ -121,18 +121,24 @@ def export_image_frontend_tflite(cfg: Any, path: str | Path, norm: Norm = None) 
     path = Path(path)
 
     # the channel mix (grey: the luma row; RGB: the identity) and the standardisation as one 1×1
-    # convolution: the fast path of every runtime (as [0]-slicing + broadcast MUL/ADD, the same
-    # arithmetic measured 4–11× slower on LiteRT: 0.033 vs 0.003 ms at 32 px RGB)
+    # convolution, before the resize for grey (one channel to resize) and after it for RGB: the
+    # fast path of every runtime (as [0]-slicing + broadcast MUL/ADD, the same arithmetic ran
+    # 1.8–11× slower on LiteRT: bench/image_frontend_speed.py)
     mix = np.eye(3, dtype=np.float32) if luma is None else luma.astype(np.float32)
-    kernel = (mix * (scale / 255.0 if _identity(cfg) else scale)[None, :]).astype(np.float32)[None, None]
+    kernel = tf.constant((mix * (scale / 255.0 if _identity(cfg) else scale)[None, :]).astype(np.float32)[None, None])
+    bias = tf.constant(shift)
 
     @tf.function(input_signature=[tf.TensorSpec([1, cfg.source_h, cfg.source_w, 3], tf.uint8, name=IMAGE_NAME)])
     def frontend(image: Any) -> Any:
         x = tf.cast(image, tf.float32)  # [1, H, W, 3]
-        if not _identity(cfg):  # at the source size the resize is the identity and the 1/255 goes into the kernel
-            x = tf.einsum("rh,bhwc->brwc", tf.constant(rows), x)
-            x = tf.einsum("brwc,ws->brsc", x, tf.constant(cols_t))
-        return {FEATURES_NAME: tf.nn.conv2d(x, tf.constant(kernel), 1, "VALID") + tf.constant(shift)}
+        if _identity(cfg):  # at the source size the resize is the identity and the 1/255 goes into the kernel
+            return {FEATURES_NAME: tf.nn.conv2d(x, kernel, 1, "VALID") + bias}
+        grey = luma is not None
+        if grey:  # the scale commutes with the resize; the shift does not (rows carry the 1/255)
+            x = tf.nn.conv2d(x, kernel, 1, "VALID")
+        x = tf.einsum("rh,bhwc->brwc", tf.constant(rows), x)
+        x = tf.einsum("brwc,ws->brsc", x, tf.constant(cols_t))
+        return {FEATURES_NAME: (x if grey else tf.nn.conv2d(x, kernel, 1, "VALID")) + bias}
 
     try:
         with _quiet_tf():
