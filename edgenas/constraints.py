@@ -149,6 +149,23 @@ def fill(space: SearchSpace, spec: ArchSpec, probs: Mapping[str, torch.Tensor], 
     return _switch_greedily(space, spec, logp, space.arch_points, work.cost, gain, lambda v: False, max_steps)
 
 
+def fit_to_budgets(space: SearchSpace, spec: ArchSpec, probs: Mapping[str, torch.Tensor], constraints: list[Constraint],
+                   margin: float, grow: bool) -> tuple[ArchSpec, list[Switch], list[Switch]]:
+    """The derived spec made to meet the budgets: :func:`repair` (by the cost models), then with
+    ``grow`` :func:`fill` into what is left unused and :func:`repair` once more (the grown spec
+    by the cost models). Returns (spec, repairs, fills). Repairing first matters: a derived spec
+    over a budget is shrunk by the cheapest switches, often far below it (measured: 0.041 ms of
+    0.08 on the image cell), which the fill then spends."""
+    spec, repairs = repair(space, spec, probs, constraints)
+    if not grow:
+        return spec, repairs, []
+    spec, fills = fill(space, spec, probs, constraints, margin)
+    if fills:
+        spec, more = repair(space, spec, probs, constraints)
+        repairs = repairs + more
+    return spec, repairs, fills
+
+
 def _switch_greedily(space: SearchSpace, spec: ArchSpec, logp: Mapping[str, torch.Tensor], points: list[Any],
                      value: Callable[[ArchSpec], float], gain: Callable[[float, ArchSpec], float | None],
                      done: Callable[[float], bool], max_steps: int) -> tuple[ArchSpec, list[Switch]]:

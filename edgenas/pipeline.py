@@ -23,7 +23,7 @@ import torch
 import edgenas
 from edgenas import cost
 from edgenas.config import RunConfig, to_dict
-from edgenas.constraints import Constraint, check_feasible, fill, repair
+from edgenas.constraints import Constraint, check_feasible, fit_to_budgets
 from edgenas.errors import ConfigError, EdgenasError
 from edgenas.events import EventSink, null_sink
 from edgenas.qat import qat_finetune
@@ -363,11 +363,9 @@ class Pipeline:
         search = self.run.read_json("search.json")
         spec = ArchSpec.from_dict(search["spec"])
         probs = {k: torch.tensor(v) for k, v in search["probs"].items()}
-        cons = self.constraints()
-        derived, fills = spec, []
-        if self.cfg.search.fill_budget:
-            spec, fills = fill(self.space, spec, probs, cons, self.cfg.search.margin)
-        repaired, switches = repair(self.space, spec, probs, cons)
+        derived = spec
+        repaired, switches, fills = fit_to_budgets(self.space, spec, probs, self.constraints(), self.cfg.search.margin,
+                                                   grow=self.cfg.search.fill_budget)
         est = self.estimates(repaired)
         self.run.write_text("arch.json", repaired.to_json() + "\n")
         return {"spec": repaired.to_dict(), "hash": repaired.hash(), "derived_hash": derived.hash(),

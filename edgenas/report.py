@@ -214,7 +214,7 @@ def render_report(p: RunRecord, spec: ArchSpec, m: dict[str, Any]) -> str:
     for k, v in space.selection(spec).items():
         lines.append(f"| {k} | {v} |")
     if derive.get("fills"):
-        lines += ["", f"Grown after derivation into the unused budget (`search.fill_budget`; derived spec "
+        lines += ["", f"Grown into the budget left unused (`search.fill_budget`; derived spec "
                   f"`{derive['derived_hash']}`): " + "; ".join(f"{s['point']}: {s['old']} → {s['new']}"
                                                              for s in derive["fills"])]
     if derive["repairs"]:

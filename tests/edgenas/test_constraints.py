@@ -216,3 +216,25 @@ def test_fill_grows_the_spec_into_the_unused_budget() -> None:
     assert all(c.model.cost(grown) <= 0.95 * c.limit for c in cons)
     again, more = fill(space, grown, probs, cons, margin=0.05)
     assert again == grown and more == []
+
+
+def test_fit_to_budgets_repairs_first_then_grows_into_what_repair_freed() -> None:
+    """A derived spec over a budget is repaired, then grown back towards (1 - margin) of it: more
+    MACs than repair alone gives, every budget still met. Without ``grow`` it is repair alone."""
+    from edgenas import cost
+    from edgenas.constraints import Constraint, fit_to_budgets
+    from edgenas.spaces import get_space
+
+    space = get_space("image-mbv2", num_classes=10)
+    macs, ram = cost.macs(space), cost.peak_ram(space)
+    dear = space.spec({**space.selection(next(iter(space.cheapest_candidates()))),
+                       **{p.name: p.options[-1] for p in space.arch_points}})
+    cons = [Constraint("ram", 0.6 * ram.cost(dear), ram)]
+    probs = space.one_hot(dear)  # the search committed to the dearest architecture
+    repaired, repairs = repair(space, dear, probs, cons)
+    assert repairs and cons[0].holds(repaired)
+    same, repairs2, fills = fit_to_budgets(space, dear, probs, cons, margin=0.05, grow=False)
+    assert same == repaired and repairs2 == repairs and fills == []
+    grown, _, fills = fit_to_budgets(space, dear, probs, cons, margin=0.05, grow=True)
+    assert fills and macs.cost(grown) > macs.cost(repaired) and cons[0].holds(grown)
+    assert grown.data == dear.data
