@@ -21,6 +21,9 @@ profile's p10), 64 KiB RAM, 256 KiB flash. Three seeds. Every method trains with
 * ``edgenas-fixed-res`` — the same search with the data space cut to 32 px RGB;
 * ``edgenas-fixed-res-fill`` — that run continued with ``search.fill_budget=true``, as
   ``edgenas-fill`` is the ``edgenas`` run continued (the fair fixed-resolution twin of ``edgenas-fill``);
+* ``edgenas-default`` / ``edgenas-default-fixed-res`` — ``edgenas search --task image`` with the
+  task's defaults (``edgenas tasks``: gumbel-hard, 8 epochs, latency target, fill), joint and at
+  32 px RGB: the search as shipped, in one run each;
 * ``resnet8`` — MLPerf Tiny's ResNet-8 at 32 px RGB (``bench/image_baselines.py``: 77.7 k
   parameters, 12.5 M MACs), trained, exported int8 and measured like the others, no budget of its
   own (it is the network the budget is set below);
@@ -58,22 +61,29 @@ import common  # noqa: E402
 from image_baselines import resnet8_layers  # noqa: E402
 
 METHODS = ("edgenas", "edgenas-fill", "edgenas-data-first", "edgenas-fixed-res", "edgenas-fixed-res-fill",
-           "resnet8", "random")
+           "edgenas-default", "edgenas-default-fixed-res", "resnet8", "random")
 # (joint, other) pairs reported: each joint method against its own fixed-resolution twin, the fill step
 # alone, ResNet-8 and random search
 PAIRS = (("edgenas", "edgenas-fixed-res"), ("edgenas", "resnet8"), ("edgenas", "random"),
          ("edgenas-fill", "edgenas"), ("edgenas-fill", "edgenas-fixed-res-fill"), ("edgenas-fill", "resnet8"),
          ("edgenas-fill", "random"), ("edgenas-fixed-res-fill", "edgenas-fixed-res"),
          ("edgenas-data-first", "edgenas-fill"), ("edgenas-data-first", "edgenas-fixed-res-fill"),
-         ("edgenas-data-first", "resnet8"))
+         ("edgenas-data-first", "resnet8"), ("edgenas-default", "edgenas-default-fixed-res"),
+         ("edgenas-default", "resnet8"), ("edgenas-default", "random"))
 FIXED_RES = ["--set", "space.resolutions=[32]", "--set", 'space.colours=["rgb"]']
 # the latency budget as a target (two-sided term): with the default one-sided hinge the first
 # attempt of this cell collapsed to 35% of the budget within 4 search epochs (entropy 0.08,
 # derived 0.028 ms of 0.08), the supernet's accuracy signal after so few epochs being weak
 SEARCH_SETS = ["--set", "search.latency_target=true", "--set", "search.fill_budget=false"]
+DEFAULT_BUDGET_MS = 0.08
 # edgenas-data-first: the image task's defaults (fill on) with the data configuration scored and
 # frozen before the architecture is searched (search.data_first, see edgenas/search.py)
 DATA_FIRST = ["--set", "search.fill_budget=true", "--set", "search.data_first=true"]
+# the --set arguments of each search method (edgenas-default*: `edgenas search --task image` as a
+# user runs it, with the task's defaults, fill included; see `edgenas tasks`)
+METHOD_SETS = {"edgenas": SEARCH_SETS, "edgenas-fixed-res": SEARCH_SETS + FIXED_RES,
+               "edgenas-data-first": SEARCH_SETS + DATA_FIRST, "edgenas-default": [],
+               "edgenas-default-fixed-res": FIXED_RES}
 
 
 def _edgenas(args: list[str]) -> dict[str, Any]:
@@ -115,9 +125,7 @@ class Cell:
         if (self.runs / "image" / name / "state.json").exists():
             m = _edgenas(["--runs-dir", str(self.runs), "--name", name, "--resume"])
         else:
-            m = _edgenas(self.base() + ["--name", name] + SEARCH_SETS
-                         + (FIXED_RES if method == "edgenas-fixed-res" else [])
-                         + (DATA_FIRST if method == "edgenas-data-first" else []))
+            m = _edgenas(self.base() + ["--name", name] + METHOD_SETS[method])
         state = json.loads((Path(m["run_dir"]) / "state.json").read_text())
         return self.row(method, m, state["stages"]["search"]["seconds"])
 
@@ -290,13 +298,18 @@ def summarize(rows: list[dict[str, Any]]) -> str:
     return text
 
 
+def _stem(budget_ms: float) -> str:
+    """Output name of a cell: ``image_quality`` at the default budget, else with the budget in it."""
+    return "image_quality" if budget_ms == DEFAULT_BUDGET_MS else f"image_quality.e2e{budget_ms:g}"
+
+
 def plot(rows: list[dict[str, Any]], out: Path, budget_ms: float) -> None:
     plt = common.pyplot()
     if plt is None or not rows:
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))
     marks = {16: "v", 24: "s", 32: "o", 40: "D", 48: "^"}
-    colours = dict(zip(METHODS, ("C0", "C4", "C6", "C1", "C5", "C3", "C2")))
+    colours = dict(zip(METHODS, ("C0", "C4", "C6", "C1", "C5", "C7", "C8", "C3", "C2")))
     for r in rows:
         res = r["data_config"]["resolution"]
         ax.scatter(r["e2e_ms"], 100 * r["test_int8"], marker=marks.get(res, "o"), c=colours[r["method"]],
@@ -313,13 +326,14 @@ def plot(rows: list[dict[str, Any]], out: Path, budget_ms: float) -> None:
                  "(black edge: grey input)", fontsize=10)
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
-    fig.savefig(out / "image_quality.png", dpi=120)
+    fig.savefig(out / f"{_stem(budget_ms)}.png", dpi=120)
 
 
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--device", default="litert-cpu")
-    p.add_argument("--budget-ms", type=float, default=0.08, help="end-to-end latency budget, ms (default 0.08)")
+    p.add_argument("--budget-ms", type=float, default=DEFAULT_BUDGET_MS,
+                   help=f"end-to-end latency budget, ms (default {DEFAULT_BUDGET_MS:g})")
     p.add_argument("--ram-kb", type=float, default=64.0)
     p.add_argument("--flash-kb", type=float, default=256.0)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -369,7 +383,7 @@ def main() -> None:
                  and r["epochs"] == a.epochs]
     md = (f"# Image search quality (CIFAR-10 subset, {a.device}, end-to-end budget {a.budget_ms:g} ms, "
           f"{a.ram_kb:g} KiB RAM, {a.flash_kb:g} KiB flash, {a.epochs} epochs)\n\n" + summarize(cell_rows))
-    common.write(a.out, "image_quality", {"rows": cell_rows}, md)
+    common.write(a.out, _stem(a.budget_ms), {"rows": cell_rows}, md)
     plot(cell_rows, a.out, a.budget_ms)
 
 

@@ -238,3 +238,19 @@ def test_fit_to_budgets_repairs_first_then_grows_into_what_repair_freed() -> Non
     grown, _, fills = fit_to_budgets(space, dear, probs, cons, margin=0.05, grow=True)
     assert fills and macs.cost(grown) > macs.cost(repaired) and cons[0].holds(grown)
     assert grown.data == dear.data
+
+
+def test_fill_grows_a_spec_already_close_to_one_budget_without_raising_that_one() -> None:
+    """A budget used beyond (1 - margin) (but held) caps at its current use: the spec still grows
+    by switches that do not raise it, and that budget's cost does not rise."""
+    from edgenas.constraints import fill
+    from edgenas.spaces import get_space
+
+    space = get_space("image-mbv2", num_classes=10)
+    small = next(iter(space.cheapest_candidates()))
+    ram, flash = cost.peak_ram(space), cost.flash(space)
+    cons = [Constraint("ram", ram.cost(small) / 0.98, ram), Constraint("flash", 60_000.0, flash)]
+    probs = {p.name: torch.full((len(p.options),), 1 / len(p.options)) for p in space.choice_points()}
+    grown, switches = fill(space, small, probs, cons, margin=0.05)
+    assert switches and cost.macs(space).cost(grown) > cost.macs(space).cost(small)
+    assert ram.cost(grown) <= ram.cost(small) and flash.cost(grown) <= 0.95 * 60_000.0
