@@ -230,15 +230,6 @@ TS_ERRORS = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(TS_ERRORS))
-def test_ts_errors_name_file_and_line(tmp_path: Path, case: str) -> None:
-    lines, line, fragment = TS_ERRORS[case]
-    f = _write(tmp_path / "Bad_TRAIN.ts", *lines)
-    with pytest.raises(DataError) as e:
-        read_ts(f)
-    assert fragment in _one_line_error(e, f, line)
-
-
 @pytest.mark.parametrize("text", ["", "\n  \n"])
 def test_empty_file(tmp_path: Path, text: str) -> None:
     f = tmp_path / "E_TRAIN.ts"
@@ -281,12 +272,12 @@ TSV_ERRORS = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(TSV_ERRORS))
-def test_tsv_errors_name_file_and_line(tmp_path: Path, case: str) -> None:
-    lines, line, fragment = TSV_ERRORS[case]
-    f = _write(tmp_path / "Bad_TRAIN.tsv", *lines)
+@pytest.mark.parametrize("fmt, case", [("ts", c) for c in sorted(TS_ERRORS)] + [("tsv", c) for c in sorted(TSV_ERRORS)])
+def test_errors_name_file_and_line(tmp_path: Path, fmt: str, case: str) -> None:
+    lines, line, fragment = (TS_ERRORS if fmt == "ts" else TSV_ERRORS)[case]
+    f = _write(tmp_path / f"Bad_TRAIN.{fmt}", *lines)
     with pytest.raises(DataError) as e:
-        read_tsv(f)
+        (read_ts if fmt == "ts" else read_tsv)(f)
     assert fragment in _one_line_error(e, f, line)
 
 
