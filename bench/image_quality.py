@@ -69,7 +69,7 @@ PAIRS = (("edgenas", "edgenas-fixed-res"), ("edgenas", "resnet8"), ("edgenas", "
          ("edgenas-fill", "random"), ("edgenas-fixed-res-fill", "edgenas-fixed-res"),
          ("edgenas-data-first", "edgenas-fill"), ("edgenas-data-first", "edgenas-fixed-res-fill"),
          ("edgenas-data-first", "resnet8"), ("edgenas-default", "edgenas-default-fixed-res"),
-         ("edgenas-default", "resnet8"), ("edgenas-default", "random"))
+         ("edgenas-default", "resnet8"), ("edgenas-default", "random"), ("edgenas-default-fixed-res", "resnet8"))
 FIXED_RES = ["--set", "space.resolutions=[32]", "--set", 'space.colours=["rgb"]']
 # the latency budget as a target (two-sided term): with the default one-sided hinge the first
 # attempt of this cell collapsed to 35% of the budget within 4 search epochs (entropy 0.08,

@@ -123,7 +123,7 @@ def export_image_frontend_tflite(cfg: Any, path: str | Path, norm: Norm = None) 
     # the channel mix (grey: the luma row; RGB: the identity) and the standardisation as one 1×1
     # convolution, before the resize for grey (one channel to resize) and after it for RGB: the
     # fast path of every runtime (as [0]-slicing + broadcast MUL/ADD, the same arithmetic ran
-    # 1.8–11× slower on LiteRT: bench/image_frontend_speed.py)
+    # 4–10× slower on LiteRT: bench/image_frontend_speed.py)
     mix = np.eye(3, dtype=np.float32) if luma is None else luma.astype(np.float32)
     kernel = tf.constant((mix * (scale / 255.0 if _identity(cfg) else scale)[None, :]).astype(np.float32)[None, None])
     bias = tf.constant(shift)
