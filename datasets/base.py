@@ -96,22 +96,32 @@ def speaker_fraction(speaker: str, salt: str = "") -> float:
     return (int(digest, 16) % 10000) / 100.0
 
 
+def hash_rank(keys: list[str], seed: int) -> list[int]:
+    """Indices of ``keys`` in a seeded, deterministic pseudo-random order (SHA-1 of ``"seed:key"``):
+    the same on every machine and numpy version. Every seeded split and subsample ranks with it."""
+    return sorted(range(len(keys)), key=lambda i: hashlib.sha1(f"{seed}:{keys[i]}".encode()).hexdigest())
+
+
+def held_out_count(n: int, fraction: float) -> int:
+    """How many of a class of ``n`` a stratified hold-out takes: ``round(fraction · n)``, at least one
+    and at most ``n − 1`` when ``n ≥ 2`` (a class of one stays on the kept side)."""
+    return min(max(1, int(round(fraction * n))), n - 1) if n > 1 else 0
+
+
 def pick_speakers(speakers: Iterable[str], fraction: float, seed: int) -> set[str]:
     """Deterministically choose about ``fraction`` of ``speakers`` (at least one)."""
     pool = sorted(set(speakers))
     if not pool:
         return set()
-    ranked = sorted(pool, key=lambda s: hashlib.sha1(f"{seed}:{s}".encode()).hexdigest())
     k = max(1, int(round(fraction * len(pool))))
-    return set(ranked[:k])
+    return {pool[i] for i in hash_rank(pool, seed)[:k]}
 
 
 def stable_subsample(items: list[Any], k: int, key: Callable[[Any], str], seed: int) -> list[Any]:
     """Deterministic subset of size ``k`` (order preserved) chosen by hashing ``key(item)``."""
     if k >= len(items):
         return list(items)
-    ranked = sorted(range(len(items)), key=lambda i: hashlib.sha1(f"{seed}:{key(items[i])}".encode()).hexdigest())
-    keep = sorted(ranked[:k])
+    keep = sorted(hash_rank([key(it) for it in items], seed)[:k])
     return [items[i] for i in keep]
 
 

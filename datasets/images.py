@@ -24,7 +24,6 @@ products (rows, then columns: exact in ONNX and TFLite alike) → optional grey 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 from collections import Counter
@@ -34,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from edgenas.datasets.base import class_counts, split_fingerprint
+from edgenas.datasets.base import class_counts, hash_rank, held_out_count, split_fingerprint
 from edgenas.errors import DataError
 from edgenas.events import EventSink, null_sink, progress
 
@@ -128,8 +127,9 @@ def held_out(items: list[ImageItem], fraction: float, seed: int,
         by_class.setdefault(it.label, []).append(it)
     keep, out = [], []
     for label in sorted(by_class):
-        group = sorted(by_class[label], key=lambda it: hashlib.sha1(f"{seed}:{os.path.relpath(it.path, root) if root else it.path}".encode()).hexdigest())
-        k = min(max(1, int(round(fraction * len(group)))), len(group) - 1) if len(group) > 1 else 0
+        members = by_class[label]
+        group = [members[i] for i in hash_rank([os.path.relpath(it.path, root) if root else it.path for it in members], seed)]
+        k = held_out_count(len(group), fraction)
         out += group[:k]
         keep += group[k:]
     order = {it.path: i for i, it in enumerate(items)}

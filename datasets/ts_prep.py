@@ -46,7 +46,6 @@ to :func:`normalise`) are one-line :class:`DataError`\\ s.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import operator
 from dataclasses import dataclass
@@ -54,6 +53,7 @@ from typing import Sequence
 
 import numpy as np
 
+from edgenas.datasets.base import hash_rank, held_out_count
 from edgenas.errors import ConfigError, DataError
 
 LENGTH_POLICIES = ("zero", "edge", "resample")
@@ -257,8 +257,7 @@ def _classes(labels: Sequence[object] | np.ndarray) -> np.ndarray:
 
 
 def _shuffled(members: np.ndarray, seed: int, repeat: int) -> np.ndarray:
-    key = [hashlib.sha1(f"{seed}:{repeat}:{i}".encode()).digest() for i in members.tolist()]
-    return members[sorted(range(len(members)), key=key.__getitem__)]
+    return members[hash_rank([f"{repeat}:{i}" for i in members.tolist()], seed)]
 
 
 def stratified_folds(labels: Sequence[object] | np.ndarray, k: int = 5, seed: int = 0,
@@ -295,7 +294,7 @@ def stratified_folds(labels: Sequence[object] | np.ndarray, k: int = 5, seed: in
 
 def holdout_split(labels: Sequence[object] | np.ndarray, frac: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(train_idx, val_idx), sorted int64: about ``frac`` (in (0, 1)) of every class held out —
-    ``frac · n`` rounded half up, but at least one case and at most n − 1 of a class with n ≥ 2
+    ``frac · n`` rounded (``base.held_out_count``), but at least one case and at most n − 1 of a class with n ≥ 2
     cases; a class of one case stays in train. Chosen by seeded hash order (module doc)."""
     cls = _classes(labels)
     if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0.0 < frac < 1.0:
@@ -304,9 +303,7 @@ def holdout_split(labels: Sequence[object] | np.ndarray, frac: float, seed: int 
     held = np.zeros(len(cls), dtype=bool)
     for c in range(int(cls.max()) + 1):
         members = _shuffled(np.flatnonzero(cls == c), seed, 0)
-        n = len(members)
-        if n >= 2:
-            held[members[:min(max(1, math.floor(frac * n + 0.5)), n - 1)]] = True
+        held[members[:held_out_count(len(members), frac)]] = True
     if not held.any():
         raise DataError("no class has two or more cases; nothing can be held out")
     everything = np.arange(len(cls), dtype=np.int64)
