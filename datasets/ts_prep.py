@@ -49,7 +49,7 @@ from __future__ import annotations
 import math
 import operator
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -245,6 +245,28 @@ def normalise(x: np.ndarray, mode: str, stats: NormStats | None = None) -> np.nd
     return ((x.astype(np.float64) - mean) / std).astype(np.float32)
 
 
+# ---- the time-series task's transform (a TSConfig's training inputs) ----------------------
+
+
+def raw_cases(cases: Sequence[np.ndarray], data: Any) -> np.ndarray:
+    """What the board's front end reads: float32 [N, length, dims] (time-major), missing values
+    filled and every case brought to ``data.length`` by ``data.padding``."""
+    return np.ascontiguousarray(fixed_length(cases, data.padding, data.length).transpose(0, 2, 1))
+
+
+def transform(raw: np.ndarray, data: Any) -> np.ndarray:
+    """The training transform of raw cases [N, length, dims] → model inputs [N, dims, L, 1]:
+    resampled to ``input_length`` (one matrix product) and, for ``norm == "series"``, each series
+    z-normalised. ``"dataset"`` standardisation is the pipeline's (per dimension, folded into the
+    exported front end); ``"none"`` leaves the values as they are."""
+    x = np.asarray(raw, dtype=np.float32).transpose(0, 2, 1)  # [N, dims, length]
+    if data.input_length != data.length:
+        x = x @ resample_matrix(data.length, data.input_length)
+    if data.norm == "series":
+        x = normalise(x, "series")
+    return np.ascontiguousarray(x[..., None], dtype=np.float32)
+
+
 # ---- stratified splits ---------------------------------------------------------------------
 
 
@@ -311,5 +333,5 @@ def holdout_split(labels: Sequence[object] | np.ndarray, frac: float, seed: int 
 
 
 __all__ = ["LENGTH_POLICIES", "MIN_LENGTH", "NORM_MODES", "NormStats", "RESAMPLE_FACTORS", "STD_FLOOR",
-           "fill_missing", "fixed_length", "holdout_split", "norm_stats", "normalise", "resample_matrix",
-           "resampled_length", "stratified_folds"]
+           "fill_missing", "fixed_length", "holdout_split", "norm_stats", "normalise", "raw_cases", "resample_matrix",
+           "resampled_length", "stratified_folds", "transform"]

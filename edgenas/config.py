@@ -66,6 +66,9 @@ class RunConfig:
     test_speakers: tuple[str, ...] = ()
     val_speakers: tuple[str, ...] = ()
     seed: int = 0
+    # time series without a TEST file: "i/k" makes the test split fold i of k stratified folds of
+    # TRAIN (the cross-validation benchmark); "" = a seeded, stratified 20% hold-out
+    test_fold: str = ""
     max_latency_ms: float = 0.0  # 0 = no budget
     max_ram_kb: float = 0.0
     max_flash_kb: float = 0.0

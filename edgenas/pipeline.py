@@ -117,7 +117,7 @@ class Pipeline:
             return None
         cache = self.__dict__.setdefault("_norm", {})
         if data_cfg.key() not in cache:
-            cache[data_cfg.key()] = self.task.norm_stats(self._split("train", data_cfg).x)
+            cache[data_cfg.key()] = self.task.norm_stats(self._split("train", data_cfg).x, data_cfg)
         return cache[data_cfg.key()]
 
     def features(self, split: str, data_cfg: Any, variant: Any = None) -> SplitTensors:
@@ -466,11 +466,11 @@ class Pipeline:
         fronts = {f: self.run.file("export") / r["file"] for f in job.formats
                   if (r := (report["frontend"] or {}).get(f)) and r["status"] == "ok"}
         if models and fronts:
-            sample = next((c.path for c in self.dataset.splits["test"] if c.path), None)
+            sample = self.task.bundle_sample(self.dataset, self.run.file("export"))
             b = make_bundle(self.run.path, models=models, frontends=fronts, labels=list(self.dataset.classes),
                             spec=spec, metadata={"run": self.run.path.name, "test_acc_fp32_torch":
                                                  report["test_acc_fp32_torch"]},
-                            sample=Path(sample) if sample else None)
+                            sample=sample)
             report["bundle"] = {"dir": b["bundle_dir"], "tarball": b["tarball"], "hash": b["bundle_hash"]}
         return report
 

@@ -244,9 +244,20 @@ def _check_io(desc: dict[str, Any], path: Path, what: str, n_in: int, n_out: int
         raise ExportError(f"{what} {path} gives {got} outputs for {n_out} labels")
 
 
-def _check_sample(path: Path, kind: str) -> None:
+def _check_sample(path: Path, kind: str, data: Any = None) -> None:
     if kind == "audio":
         return _check_wav(path)
+    if kind == "series":
+        import numpy
+
+        from edgenas.export.bundle_infer import BundleError, read_case
+
+        _check_file(path, "sample case")
+        try:
+            read_case(str(path), data.dims, numpy)
+        except BundleError as e:
+            raise ExportError(f"sample case {e}") from None
+        return None
     from edgenas.datasets.images import check_image_file
     from edgenas.errors import DataError
 
@@ -294,6 +305,10 @@ _INPUT_TEXT = {  # the board script's two inputs, in the README's words
     "audio": ("a WAV file", "CLIP.wav",
               "Any PCM WAV (8/16/24/32-bit, any rate, mono or multi-channel) is accepted: it is mixed to mono,\n"
               "resampled to {sample_rate} Hz and centre-cropped or zero-padded to {clip_ms:g} ms, as in training."),
+    "series": ("one time-series case (the first data line of a `.ts` file, or a CSV row)", "CASE.csv",
+               "A `.ts` line (dimensions split by `:`, values by `,`; a trailing label is ignored) or a CSV file\n"
+               "(one row of {dims} × n values, dimension-major, or {dims} rows) is accepted; `?` or empty values\n"
+               "are missing and interpolated; the case is brought to {length} values by {padding} padding, as in training."),
     "image": ("an image file (PNG, JPEG, … — what Pillow reads)", "IMAGE.png",
               "Any image Pillow decodes is accepted (needs `pillow`): it is converted to RGB and resized to\n"
               "{source_h}×{source_w} px (bilinear) as in training; the front end then resizes it to the model's input."),
@@ -426,7 +441,7 @@ def make_bundle(out_dir: Path, *, models: dict[str, Path], frontends: dict[str, 
     fe = task_of(spec.data).frontend()
     if sample is not None:
         sample = Path(sample)
-        _check_sample(sample, fe.raw_input)
+        _check_sample(sample, fe.raw_input, spec.data)
     md = dict(metadata or {})
     arch_hash = spec.hash()
     if md.get("arch_hash") not in (None, arch_hash):

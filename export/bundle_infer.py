@@ -46,6 +46,13 @@ end takes it as uint8 [1, source_h, source_w, 3] and does the model's resize, gr
 standardisation. Needs ``pillow`` on the board. A front end of one format feeds a classifier of
 the other: an NCHW output is transposed to an NHWC input and back.
 
+Time series (``"input": "series"``; ``data_config`` holds ``dims``, ``length``, ``padding``): one
+case, the first data line of a ``.ts`` file or a CSV file (one row of dims × n values,
+dimension-major, or one row per dimension); ``?``/empty values are missing. Missing values are
+linearly interpolated, the case is brought to ``length`` by the padding policy (zero / edge at
+the end, or resample), exactly as edgenas's ``ts_prep.fixed_length``; the front end takes it
+time-major, float32 [1, length, dims], and resamples and normalises it.
+
 Audio (``"input": "audio"``, the default): the stdlib ``wave`` module reads PCM 8 (unsigned), 16, 24 and 32-bit integer WAVs,
 scaled to [-1, 1) as libsndfile does (divide by 2**(bits-1)); several channels are averaged
 to mono (as edgenas does for training). A rate that differs from the bundle's is resampled
@@ -77,6 +84,10 @@ RUNTIMES = (
     ("tensorflow", "tflite"),
     ("onnxruntime", "onnx"),
 )
+
+
+# the data_config values each kind of input needs (all positive numbers)
+INPUT_KEYS = {"audio": ("sample_rate", "clip_ms"), "image": ("source_h", "source_w"), "series": ("dims", "length")}
 
 
 class BundleError(Exception):
@@ -187,6 +198,105 @@ def fit_length(x: Any, n: int, np: Any) -> Any:
     return np.pad(x, (left, n - m - left))
 
 
+# ---------------------------------------------------------------------------------- series
+
+
+def read_case(path: str, dims: int, np: Any) -> Any:
+    """float64 [dims, n] of one time-series case: the first data line of a ``.ts`` file
+    (dimensions separated by ``:``, values by ``,``, a trailing class label ignored), or a CSV
+    file of one row of ``dims × n`` values (dimension-major) or of ``dims`` rows. ``?``, ``NaN``
+    and empty values are missing (filled as in training)."""
+    if not os.path.isfile(path):
+        raise BundleError("case file not found: %s" % path)
+    try:
+        with open(path) as f:
+            lines = [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
+    except (OSError, UnicodeDecodeError) as e:
+        raise BundleError("cannot read %s: %s" % (path, _one_line(e)))
+    if path.lower().endswith(".ts"):
+        data = [ln for ln in lines if not ln.startswith("@")]
+        if not data:
+            raise BundleError("%s has no case line (after @data)" % path)
+        rows = data[0].split(":")
+        rows = rows[:dims] if len(rows) > dims else rows
+    else:
+        rows = lines
+    def values(text: str, where: str) -> List[float]:
+        out = []
+        for j, v in enumerate(text.replace("\t", ",").replace(";", ",").split(",")):
+            v = v.strip()
+            if v in ("", "?") or v.lower() == "nan":
+                out.append(float("nan"))
+                continue
+            try:
+                out.append(float(v))
+            except ValueError:
+                raise BundleError("%s: %s value %d is not a number: %r" % (path, where, j + 1, v[:24]))
+        return out
+    vals = [values(r, "line %d" % (i + 1)) for i, r in enumerate(rows)]
+    if len(vals) == 1 and dims > 1:
+        flat = vals[0]
+        if len(flat) % dims:
+            raise BundleError("%s: %d values are not %d dimensions of equal length" % (path, len(flat), dims))
+        n = len(flat) // dims
+        vals = [flat[d * n:(d + 1) * n] for d in range(dims)]
+    if len(vals) != dims:
+        raise BundleError("%s has %d dimension(s); the model takes %d" % (path, len(vals), dims))
+    if len({len(v) for v in vals}) != 1 or not vals[0]:
+        raise BundleError("%s: the dimensions have unequal lengths (%s)" % (path, [len(v) for v in vals]))
+    x = np.array(vals, dtype=np.float64)
+    if np.isinf(x).any():
+        raise BundleError("%s has an infinite value" % path)
+    return x
+
+
+def fill_missing(x: Any, np: Any) -> Any:
+    """NaNs of each dimension linearly interpolated, ends held, an all-missing row 0 (as edgenas)."""
+    x = x.copy()
+    t = np.arange(x.shape[1])
+    for row in x:
+        gap = np.isnan(row)
+        if gap.all():
+            row[:] = 0.0
+        elif gap.any():
+            row[gap] = np.interp(t[gap], t[~gap], row[~gap])
+    return x
+
+
+def resample_matrix(src: int, dst: int, np: Any) -> Any:
+    """edgenas.datasets.ts_prep.resample_matrix: corners aligned, linear up, triangle-filtered down."""
+    if dst == 1:
+        return np.full((src, 1), 1.0 / src)
+    if src == 1:
+        return np.ones((1, dst))
+    step = (src - 1) / (dst - 1)
+    t = np.arange(dst) * (src - 1) / (dst - 1)
+    t[-1] = src - 1
+    i = np.arange(src, dtype=np.float64)[:, None]
+    if step <= 1.0:
+        return np.clip(1.0 - np.abs(i - t[None, :]), 0.0, None)
+    w = np.clip(1.0 - np.abs(i - t[None, :]) / step, 0.0, None)
+    w[:, 0] = 0.0
+    w[0, 0] = 1.0
+    w[:, -1] = 0.0
+    w[-1, -1] = 1.0
+    return w / w.sum(axis=0, keepdims=True)
+
+
+def fit_case(x: Any, policy: str, length: int, np: Any) -> Any:
+    """float32 [dims, length] of a case (missing values filled first): ``zero`` / ``edge`` pad at
+    the end (a longer case keeps its first ``length`` values), ``resample`` maps it onto ``length``."""
+    x = fill_missing(x, np)
+    if policy == "resample":
+        return (x.astype(np.float32) @ resample_matrix(x.shape[1], length, np).astype(np.float32)).astype(np.float32)
+    out = np.zeros((x.shape[0], length), dtype=np.float32)
+    n = min(x.shape[1], length)
+    out[:, :n] = x[:, :n]
+    if policy == "edge" and n < length:
+        out[:, n:] = x[:, n - 1:n]
+    return out
+
+
 # ---------------------------------------------------------------------------------- bundle
 
 
@@ -214,9 +324,12 @@ def load_bundle(path: str) -> Tuple[Dict[str, Any], str]:
         if not isinstance(b[key], dict) or not b[key] or set(b[key]) - {"onnx", "tflite"}:
             raise BundleError("%s: %r must map 'tflite' and/or 'onnx' to a file name" % (file, key))
     dc = b["data_config"]
-    if b.get("input", "audio") not in ("audio", "image"):
-        raise BundleError("%s: 'input' must be 'audio' or 'image'" % file)
-    keys = ("source_h", "source_w") if b.get("input") == "image" else ("sample_rate", "clip_ms")
+    kind = b.get("input", "audio")
+    if kind not in INPUT_KEYS:
+        raise BundleError("%s: 'input' must be one of %s" % (file, ", ".join(sorted(INPUT_KEYS))))
+    keys = INPUT_KEYS[kind]
+    if kind == "series" and dc.get("padding") not in ("zero", "edge", "resample"):
+        raise BundleError("%s: data_config padding must be zero, edge or resample" % file)
     try:
         vals = [float(dc[k]) for k in keys]
     except (KeyError, TypeError, ValueError) as e:
@@ -397,10 +510,14 @@ class Pipeline:
         self.np = np
         self.labels = [str(s) for s in bundle["labels"]]
         dc = bundle["data_config"]
-        self.image = bundle.get("input") == "image"
+        self.kind = bundle.get("input", "audio")
+        self.image = self.kind == "image"
         if self.image:
             self.size = (int(dc["source_h"]), int(dc["source_w"]))
             self.samples = self.size[0] * self.size[1] * 3
+        elif self.kind == "series":
+            self.dims, self.length, self.padding = int(dc["dims"]), int(dc["length"]), str(dc["padding"])
+            self.samples = self.dims * self.length
         else:
             self.samples = clip_samples(dc)
             self.rate = int(dc["sample_rate"])
@@ -416,6 +533,11 @@ class Pipeline:
         np = self.np
         if self.image:
             return read_image(path, self.size, np), {"path": path, "size": list(self.size)}
+        if self.kind == "series":
+            case = read_case(path, self.dims, np)
+            x = fit_case(case, self.padding, self.length, np)
+            return (np.ascontiguousarray(x.T[None]), {"path": path, "length": int(case.shape[1]),
+                                                      "missing": int(np.isnan(case).sum()), "padding": self.padding})
         audio, rate = read_wav(path, np)
         clip = fit_length(resample(audio, rate, self.rate, np), self.samples, np).astype(np.float32)
         return clip.reshape(1, -1), {"path": path, "sample_rate": rate, "resampled_to": self.rate}
@@ -452,9 +574,11 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: Optional[List[str]] = None) -> int:
     here = os.path.dirname(os.path.abspath(__file__))
-    ap = _Parser(description="Classify a WAV file (audio bundles) or an image (image bundles) with an edgenas bundle.")
+    ap = _Parser(description="Classify a WAV file (audio bundles), an image (image bundles) or one time-series "
+                                          "case (series bundles) with an edgenas bundle.")
     ap.add_argument("input", help="input WAV file (PCM 8/16/24/32-bit, any rate, mono or multi-channel), "
-                                  "or image file (PNG, JPEG, …; needs pillow) for an image bundle")
+                                  "or image file (PNG, JPEG, …; needs pillow) for an image bundle, "
+                                  "or one time-series case (.ts line or CSV row) for a series bundle")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--bench", type=int, default=0, metavar="N", help="time N end-to-end runs after warm-up")
     ap.add_argument("--warmup", type=int, default=5, metavar="W", help="warm-up runs before --bench (default 5)")
@@ -479,7 +603,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "label": pipe.labels[best], "index": best, "score": float(scores[best]),
             "scores": {lab: float(s) for lab, s in zip(pipe.labels, scores)},
             "logits": [float(v) for v in logits],
-            ("image" if pipe.image else "wav"): read,
+            {"image": "image", "series": "case"}.get(pipe.kind, "wav"): read,
             "runtime": {"frontend": "%s (%s)" % (pipe.frontend.runtime, os.path.basename(pipe.frontend.path)),
                         "model": "%s (%s)" % (pipe.model.runtime, os.path.basename(pipe.model.path)),
                         "threads": args.threads},

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -18,6 +20,16 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pytest
 import soundfile as sf
+
+# pytest puts tests/ on sys.path; there tests/edgenas (test folder, no __init__.py) is found as a
+# namespace package "edgenas" before the editable install's finder is asked, so a test module that
+# is the first to import edgenas got that empty namespace. Import the real package first.
+_tests_dir = str(Path(__file__).resolve().parent)
+_saved_path = list(sys.path)
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _tests_dir]
+import edgenas  # noqa: E402,F401
+
+sys.path[:] = _saved_path
 
 # triton (loaded lazily by torch._dynamo on the first torch.optim.Adam) segfaults when its native
 # library loads after TensorFlow's; edgenas imports TensorFlow only through keras_build.import_tf,

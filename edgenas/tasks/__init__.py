@@ -1,6 +1,6 @@
 """Tasks: one module per kind of data, each registered in ``TASKS`` (see :mod:`edgenas.tasks.base`)."""
 
 from edgenas.tasks.base import TASKS, Classification, FrontEnd, Metric, Split, Task, get_task, task_of
-from edgenas.tasks import image, kws  # noqa: F401  (registers them)
+from edgenas.tasks import image, kws, timeseries  # noqa: F401  (registers them)
 
 __all__ = ["TASKS", "Classification", "FrontEnd", "Metric", "Split", "Task", "get_task", "task_of"]

@@ -138,6 +138,14 @@ class Task:
         """The board-side front end of this task's data configurations."""
         raise NotImplementedError
 
+    def bundle_sample(self, ds: Any, dest: Any) -> Any:
+        """A raw input file the bundle ships as its sample (the first test item's file), or None;
+        ``dest`` is a folder the task may write one into."""
+        from pathlib import Path
+
+        path = next((c.path for c in ds.splits["test"] if getattr(c, "path", "")), None)
+        return Path(path) if path else None
+
     def train_variants(self, train_cfg: Any) -> tuple[Any, ...]:
         """Extra copies of the training set the final training gets (e.g. speed-perturbed audio)."""
         return ()
@@ -146,8 +154,9 @@ class Task:
         """Random training augmentation of a batch of model inputs (none by default)."""
         return x
 
-    def norm_stats(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, std) over :attr:`norm_axes` of a training set's model inputs, float32."""
+    def norm_stats(self, x: np.ndarray, data: Any = None) -> tuple[np.ndarray, np.ndarray] | None:
+        """(mean, std) over :attr:`norm_axes` of a training set's model inputs of data configuration
+        ``data``, float32 — or None where that configuration is not standardised."""
         return (x.mean(axis=self.norm_axes).astype(np.float32),
                 (x.std(axis=self.norm_axes) + 1e-6).astype(np.float32))
 
