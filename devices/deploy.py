@@ -148,7 +148,7 @@ def deploy_bundle(device: Any, bundle_dir: str | Path, *, wav: str | Path | None
         raise DeviceError(f"bench_runs and warmup must be >= 0, got {bench_runs} and {warmup}")
     root = find_bundle_dir(bundle_dir)
     bundle = read_bundle(root)
-    what = "image" if bundle.get("input") == "image" else "WAV file"
+    what = {"image": "image", "series": "case file (.ts or CSV)"}.get(bundle.get("input", "audio"), "WAV file")
     if wav is not None:
         clip_local = Path(wav)
         if not clip_local.is_file():

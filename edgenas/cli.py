@@ -486,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("run", help="run directory (with bundle/) or a bundle directory")
     dp.add_argument("--device", required=True, help="SSH board profile name or .toml file")
     dp.add_argument("--input", "--wav", dest="wav", metavar="FILE",
-                    help="WAV clip or image to classify (default: the bundle's sample)")
+                    help="WAV clip, image or time-series case (.ts line, CSV row) to classify (default: the bundle's sample)")
     dp.add_argument("--bench-runs", type=int, default=50, help="timed end-to-end runs (default 50)")
     dp.add_argument("--json", action="store_true", help="machine-readable output")
     dp.add_argument("--quiet", action="store_true", help="no progress output")

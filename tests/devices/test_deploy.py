@@ -193,3 +193,27 @@ def test_local_device_and_unreachable_board(ssh_board: StandInBoard, tmp_path: P
     (no_sample / "sample.wav").unlink()
     with pytest.raises(DeviceError, match="no sample input; pass a WAV file"):
         deploy_bundle(dev, no_sample)
+
+
+@pytest.mark.slow
+def test_deploy_a_timeseries_bundle(ssh_board: StandInBoard, tmp_path: Path, cli) -> None:
+    """A time-series search's bundle on the stand-in board: the bundle's CSV sample and a .ts line
+    give the labels infer.py gives locally."""
+    from edgenas.devices.deploy import deploy_bundle
+
+    data = Path(__file__).resolve().parents[3] / "shared" / "data" / "ucr_uea_timeseries" / "GunPoint"
+    if not data.is_dir():
+        pytest.skip("../shared/data/ucr_uea_timeseries is missing")
+    res = cli(["search", "--task", "timeseries", "--data", str(data), "--device", "onnxruntime-cpu", "--runs-dir",
+               str(tmp_path / "runs"), "--name", "gp", "--quiet", "--set", "space.widths=8", "--set", "space.n_blocks=1",
+               "--set", "train.epochs=5", "--set", "search.epochs=2"])
+    assert res.code == 0, res.err
+    bundle = tmp_path / "runs" / "timeseries" / "gp" / "bundle"
+    line = (data / "GunPoint_TRAIN.ts").read_text().splitlines()[-1]
+    case = tmp_path / "case.ts"
+    case.write_text("@data\n" + line + "\n")
+    with board_device(ssh_board, tmp_path) as dev:
+        for clip in (None, case):
+            got = deploy_bundle(dev, bundle, wav=clip, bench_runs=3)
+            assert got["label"] == local_infer(bundle, clip or bundle / "sample.csv")["label"]
+            assert got["end_to_end_ms"]["runs"] == 3
