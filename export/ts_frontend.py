@@ -14,7 +14,8 @@ floored at ``STD_FLOOR``) → per-dimension ``(x - mean) / std`` when ``norm`` (
 statistics) is given, as a multiply and an add. Output ``features`` [1, dims, L, 1] (ONNX,
 NCHW) or [1, L, 1, dims] (TFLite, NHWC, what each classifier eats). The raw input is
 time-major so that the TFLite front end needs no TRANSPOSE: the resample is a constant
-left-hand matrix product (one BATCH_MATMUL) and the rest is elementwise or a mean over time (one implementation,
+left-hand matrix product (one BATCH_MATMUL; for one dimension a FULLY_CONNECTED, on LiteRT 7.7× faster
+for 1460 → 365 steps: 0.039 vs 0.301 ms p10) and the rest is elementwise or a mean over time (one implementation,
 ``"matmul"``).
 
 Filling missing values and padding a variable-length case happen before the model (they change
@@ -126,7 +127,9 @@ def export_ts_frontend_tflite(cfg: Any, path: str | Path, norm: Norm = None) -> 
     @tf.function(input_signature=[tf.TensorSpec([1, cfg.length, d], tf.float32, name=SERIES_NAME)])
     def frontend(series: Any) -> Any:
         x = series
-        if rt is not None:  # a constant left operand: one BATCH_MATMUL (tf.matmul on [length, dims]
+        if rt is not None and d == 1:  # a FULLY_CONNECTED on [1, length]: 7.7× faster than the
+            x = tf.reshape(tf.matmul(tf.reshape(x, [1, cfg.length]), tf.constant(rt.T)), [1, n, 1])  # BATCH_MATMUL
+        elif rt is not None:  # a constant left operand: one BATCH_MATMUL (tf.matmul on [length, dims]
             x = tf.raw_ops.BatchMatMulV2(x=tf.constant(rt[None]), y=x)  # became TRANSPOSE, FC, TRANSPOSE)
         if cfg.norm == "series":
             x = x - tf.reduce_mean(x, axis=1, keepdims=True)
