@@ -797,6 +797,34 @@ def _is_tflite(path: Path) -> bool:
     return head[4:8] == b"TFL3"
 
 
+def run_each(path: Path, x: np.ndarray, what: str) -> np.ndarray:
+    """Every ``x[i]`` (batch of 1) through the front-end file ``path`` of either format, outputs
+    concatenated; a TFLite NHWC output [1, H, W, C] is transposed to NCHW. ``x.shape[1:]`` must be
+    the file's input shape (a one-line ExportError naming ``what`` otherwise)."""
+    if _is_tflite(path):
+        interp = _tflite_interpreter(model_path=str(path))
+        inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+        want = [int(v) for v in inp["shape"][1:]]
+
+        def one(item: np.ndarray) -> np.ndarray:
+            interp.set_tensor(inp["index"], np.ascontiguousarray(item[None]))
+            interp.invoke()
+            return interp.get_tensor(out["index"]).transpose(0, 3, 1, 2).copy()
+    else:
+        from edgenas.export.onnx_export import _session
+
+        sess = _session(path)
+        want, name = list(sess.get_inputs()[0].shape[1:]), sess.get_inputs()[0].name
+
+        def one(item: np.ndarray) -> np.ndarray:
+            return sess.run(None, {name: np.ascontiguousarray(item[None])})[0]
+    if list(x.shape[1:]) != want:
+        raise ExportError(f"{path} takes {what} of shape {want}, got {list(x.shape[1:])}")
+    if not len(x):
+        raise ExportError(f"a front end needs at least one of the {what}")
+    return np.concatenate([one(item) for item in x]).astype(np.float32, copy=False)
+
+
 def run_frontend(path: str | Path, audio: np.ndarray) -> np.ndarray:
     """Features of ``audio`` [N, clip_samples] through a front-end file of either format.
 

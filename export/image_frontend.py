@@ -156,7 +156,7 @@ def export_image_frontend_tflite(cfg: Any, path: str | Path, norm: Norm = None) 
 def run_image_frontend(path: str | Path, images: np.ndarray) -> np.ndarray:
     """Model inputs [N, C, r, r] float32 of uint8 ``images`` [N, H, W, 3] through a front-end file
     of either format (the TFLite NHWC output is transposed to NCHW)."""
-    from edgenas.export.frontend import _is_tflite, _tflite_interpreter
+    from edgenas.export.frontend import run_each
 
     path = Path(path)
     if not path.is_file():
@@ -164,26 +164,7 @@ def run_image_frontend(path: str | Path, images: np.ndarray) -> np.ndarray:
     x = np.asarray(images)
     if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8:
         raise ExportError(f"images must be uint8 [N, H, W, 3], got {x.dtype} {list(x.shape)}")
-    outs = []
-    if _is_tflite(path):
-        interp = _tflite_interpreter(model_path=str(path))
-        inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-        if list(x.shape[1:]) != [int(v) for v in inp["shape"][1:]]:
-            raise ExportError(f"{path} takes images of {list(inp['shape'][1:3])} px, got {list(x.shape[1:3])}")
-        for img in x:
-            interp.set_tensor(inp["index"], np.ascontiguousarray(img[None]))
-            interp.invoke()
-            outs.append(interp.get_tensor(out["index"]).transpose(0, 3, 1, 2).copy())
-    else:
-        from edgenas.export.onnx_export import _session
-
-        sess = _session(path)
-        name = sess.get_inputs()[0].name
-        for img in x:
-            outs.append(sess.run(None, {name: np.ascontiguousarray(img[None])})[0])
-    if not outs:
-        raise ExportError("run_image_frontend needs at least one image")
-    return np.concatenate(outs).astype(np.float32, copy=False)
+    return run_each(path, x, "images")
 
 
 class ImageFrontEnd(FrontEnd):

@@ -155,7 +155,7 @@ def export_ts_frontend_tflite(cfg: Any, path: str | Path, norm: Norm = None) -> 
 def run_ts_frontend(path: str | Path, raw: np.ndarray) -> np.ndarray:
     """Model inputs [N, dims, L, 1] float32 of raw cases [N, length, dims] through a front-end file
     of either format (the TFLite NHWC output is transposed to NCHW)."""
-    from edgenas.export.frontend import _is_tflite, _tflite_interpreter
+    from edgenas.export.frontend import run_each
 
     path = Path(path)
     if not path.is_file():
@@ -163,26 +163,7 @@ def run_ts_frontend(path: str | Path, raw: np.ndarray) -> np.ndarray:
     x = np.asarray(raw, dtype=np.float32)
     if x.ndim != 3:
         raise ExportError(f"cases must be float32 [N, length, dims], got {list(x.shape)}")
-    outs = []
-    if _is_tflite(path):
-        interp = _tflite_interpreter(model_path=str(path))
-        inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-        if list(x.shape[1:]) != [int(v) for v in inp["shape"][1:]]:
-            raise ExportError(f"{path} takes cases of {list(inp['shape'][1:])}, got {list(x.shape[1:])}")
-        for case in x:
-            interp.set_tensor(inp["index"], np.ascontiguousarray(case[None]))
-            interp.invoke()
-            outs.append(interp.get_tensor(out["index"]).transpose(0, 3, 1, 2).copy())
-    else:
-        from edgenas.export.onnx_export import _session
-
-        sess = _session(path)
-        name = sess.get_inputs()[0].name
-        for case in x:
-            outs.append(sess.run(None, {name: np.ascontiguousarray(case[None])})[0])
-    if not outs:
-        raise ExportError("run_ts_frontend needs at least one case")
-    return np.concatenate(outs).astype(np.float32, copy=False)
+    return run_each(path, x, "cases")
 
 
 class TSFrontEnd(FrontEnd):

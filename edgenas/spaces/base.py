@@ -156,6 +156,18 @@ class SearchSpace:
         """Expected cost of every layer slot under ``probs`` (differentiable), shape [slots]."""
         raise NotImplementedError
 
+    def cost_tables(self, layer_cost: LayerCostFn) -> dict[str, torch.Tensor]:
+        """:meth:`build_cost_tables` of ``layer_cost``, built once per cost function (kept by identity)."""
+        cache = self.__dict__.setdefault("_table_cache", {})
+        hit = cache.get(id(layer_cost))
+        if hit is None or hit[0] is not layer_cost:
+            hit = cache[id(layer_cost)] = (layer_cost, self.build_cost_tables(layer_cost))
+        return hit[1]
+
+    def build_cost_tables(self, layer_cost: LayerCostFn) -> dict[str, torch.Tensor]:
+        """The cost of every layer a slot can hold, as tensors :meth:`expected_layer_costs` contracts."""
+        raise NotImplementedError
+
     def all_layers(self) -> Iterator[LayerDesc]:
         """Every distinct layer any spec of the space can contain (for latency tables)."""
         raise NotImplementedError

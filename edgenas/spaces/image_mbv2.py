@@ -204,7 +204,7 @@ class ImageMBv2Space(SearchSpace):
         """Exact expectation of every slot: stem; per block expand, dw, project (and add); pool, fc.
         Widths are per stage, so the channels entering a block are the previous stage's width (the
         stem's for stage 0), independent of skips: each slot is a small contraction of a table."""
-        t = self._tables(layer_cost)
+        t = self.cost_tables(layer_cost)
         p_ctx = torch.einsum("d,s->ds", self.data_probs(probs), probs["stem.stride"])
         p_stem = probs["stem.width"]
         slots = [torch.einsum("dsc,ds,c->", t["stem"], p_ctx, p_stem)]
@@ -225,10 +225,7 @@ class ImageMBv2Space(SearchSpace):
             slots.append(torch.einsum("dsc,ds,c->", t[part], p_ctx, p_last))
         return torch.stack(slots)
 
-    def _tables(self, layer_cost: LayerCostFn) -> dict[str, torch.Tensor]:
-        cache = self.__dict__.setdefault("_table_cache", {})
-        if id(layer_cost) in cache and cache[id(layer_cost)][0] is layer_cost:
-            return cache[id(layer_cost)][1]
+    def build_cost_tables(self, layer_cost: LayerCostFn) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         datas, sss = self.data_configs(), cfg.stem_strides
         D, S, E, K = len(datas), len(sss), len(cfg.expansions), len(cfg.kernels)
@@ -261,7 +258,6 @@ class ImageMBv2Space(SearchSpace):
             for c, w in enumerate(cfg.widths[-1]):
                 pool, fc = self._head(hws[-1], w)
                 t["pool"][d, si, c], t["fc"][d, si, c] = layer_cost(pool), layer_cost(fc)
-        cache[id(layer_cost)] = (layer_cost, t)
         return t
 
     # ---- networks --------------------------------------------------------------------------

@@ -222,7 +222,7 @@ class KWSDSCNNSpace(SearchSpace):
         independent of the spatial size (data config × stem), so each slot's expectation is a
         small tensor contraction of a precomputed cost table.
         """
-        t = self._cost_tables(layer_cost)
+        t = self.cost_tables(layer_cost)
         p_data = self.data_probs(probs)  # [D]
         pk, ps, pw0 = probs["stem.kernel"], probs["stem.stride"], probs["stem.width"]
         p_hw = torch.einsum("d,k,s->dks", p_data, pk, ps)  # spatial context distribution
@@ -239,11 +239,7 @@ class KWSDSCNNSpace(SearchSpace):
         slots.append(torch.einsum("dksc,dks,c->", t["fc"], p_hw, p_c))
         return torch.stack(slots)
 
-    def _cost_tables(self, layer_cost: LayerCostFn) -> dict[str, torch.Tensor]:
-        cache = self.__dict__.setdefault("_table_cache", {})
-        key = id(layer_cost)
-        if key in cache and cache[key][0] is layer_cost:
-            return cache[key][1]
+    def build_cost_tables(self, layer_cost: LayerCostFn) -> dict[str, torch.Tensor]:
         datas = self.data_configs()
         kernels, strides = self.point("stem.kernel").options, self.point("stem.stride").options
         widths = [int(w) for w in self.point("stem.width").options]
@@ -264,7 +260,6 @@ class KWSDSCNNSpace(SearchSpace):
                             dw[d, k, s, c, m] = layer_cost(blk[0])
                             pw[d, k, s, c, m, w] = layer_cost(blk[1])
         tables = {"stem": stem, "dw": dw, "pw": pw, "pool": pool, "fc": fc}
-        cache[key] = (layer_cost, tables)
         return tables
 
     # ---- networks --------------------------------------------------------------------------

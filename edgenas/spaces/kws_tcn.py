@@ -244,7 +244,7 @@ class KWSTCNSpace(SearchSpace):
         expectation is a small tensor contraction of a precomputed cost table. ``first layer_i``
         is the block's conv, depthwise or (skip at stride > 1) downsampling layer.
         """
-        t = self._cost_tables(layer_cost)
+        t = self.cost_tables(layer_cost)
         p_data = self.data_probs(probs)  # [D]
         pk, ps, pw0 = probs["stem.kernel"], probs["stem.stride"], probs["stem.width"]
         slots = [torch.einsum("dksc,d,k,s,c->", t["stem"], p_data, pk, ps, pw0)]
@@ -262,11 +262,7 @@ class KWSTCNSpace(SearchSpace):
         slots.append(torch.einsum("lc,lc->", t["fc"], state))
         return torch.stack(slots)
 
-    def _cost_tables(self, layer_cost: LayerCostFn) -> dict[str, torch.Tensor]:
-        cache = self.__dict__.setdefault("_table_cache", {})
-        key = id(layer_cost)
-        if key in cache and cache[key][0] is layer_cost:
-            return cache[key][1]
+    def build_cost_tables(self, layer_cost: LayerCostFn) -> dict[str, torch.Tensor]:
         datas = self.data_configs()
         kernels = [int(k) for k in self.point("stem.kernel").options]
         stem_strides = [int(s) for s in self.point("stem.stride").options]
@@ -299,7 +295,6 @@ class KWSTCNSpace(SearchSpace):
             pool[j, c], fc[j, c] = layer_cost(pool_d), layer_cost(fc_d)
         tables = {"stem": stem, "stem_len": stem_len, "first": first, "pw": pw, "pool": pool, "fc": fc,
                   "down": down}
-        cache[key] = (layer_cost, tables)
         return tables
 
     # ---- networks --------------------------------------------------------------------------

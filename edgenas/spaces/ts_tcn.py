@@ -289,7 +289,7 @@ class TSTCNSpace(SearchSpace):
         of a precomputed cost table; proj is priced only where the residual is on and the widths
         differ, add only where the residual is on.
         """
-        t = self._cost_tables(layer_cost)
+        t = self.cost_tables(layer_cost)
         p_data = self.data_probs(probs)  # [D]
         pa, pk, ps, pc = probs["causal"], probs["stem.kernel"], probs["stem.stride"], probs["stem.width"]
         slots = [torch.einsum("dksca,d,k,s,c,a->", t["stem"], p_data, pk, ps, pc, pa)]
@@ -310,11 +310,7 @@ class TSTCNSpace(SearchSpace):
         slots.append(torch.einsum("lc,l,c->", t["fc"], p_len, pc))
         return torch.stack(slots)
 
-    def _cost_tables(self, layer_cost: LayerCostFn) -> dict[str, torch.Tensor]:
-        cache = self.__dict__.setdefault("_table_cache", {})
-        key = id(layer_cost)
-        if key in cache and cache[key][0] is layer_cost:
-            return cache[key][1]
+    def build_cost_tables(self, layer_cost: LayerCostFn) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         datas, lengths, flags = self.data_configs(), self._lengths, self._causal_flags()
         stem_k, stem_s = [int(k) for k in cfg.stem_kernels], [int(s) for s in cfg.stem_strides]
@@ -351,7 +347,6 @@ class TSTCNSpace(SearchSpace):
             pool[j, c], fc[j, c] = layer_cost(pool_d), layer_cost(fc_d)
         tables = {"stem": stem, "stem_len": stem_len, "conv": conv, "proj": proj, "add": add, "pool": pool,
                   "fc": fc}
-        cache[key] = (layer_cost, tables)
         return tables
 
     # ---- networks --------------------------------------------------------------------------
