@@ -678,18 +678,8 @@ def export_frontend_tflite(cfg: DataConfig, path: str | Path, norm: Norm = None,
     def frontend(audio: Any) -> Any:
         return {FEATURES_NAME: body(audio)}
 
-    try:
-        with _quiet_tf():
-            concrete = frontend.get_concrete_function()
-            converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], frontend)
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-            flat = converter.convert()
-            if impl == "fft2-lowmem":
-                flat = _depth_first(flat)
-            flat = embed_metadata(flat, frontend_metadata(cfg, "NHWC", norm, impl))
-    except Exception as e:
-        text = str(e).strip().splitlines()
-        raise ExportError(f"TFLite front-end export to {path} failed: {text[0] if text else type(e).__name__}") from None
+    flat = convert_builtins(frontend, "front-end", path, post=_depth_first if impl == "fft2-lowmem" else None)
+    flat = embed_metadata(flat, frontend_metadata(cfg, "NHWC", norm, impl))
     _check_tflite(flat, cfg, path)
     atomic_write_bytes(path, flat)
     return path
@@ -788,6 +778,21 @@ def read_frontend_metadata(path: str | Path) -> dict[str, str]:
     from edgenas.export.onnx_export import read_metadata
 
     return read_metadata(path)
+
+
+def convert_builtins(fn: Any, what: str, path: Any, post: Any = None) -> bytes:
+    """The TFLite flatbuffer of the ``tf.function`` ``fn`` (TFLite builtins only, TensorFlow's logs
+    quiet), passed through ``post`` if given; a failure is a one-line ExportError naming ``what``."""
+    tf = _import_tf()
+    try:
+        with _quiet_tf():
+            converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+            flat = converter.convert()
+            return post(flat) if post is not None else flat
+    except Exception as e:
+        text = str(e).strip().splitlines()
+        raise ExportError(f"TFLite {what} export to {path} failed: {text[0] if text else type(e).__name__}") from None
 
 
 def _is_tflite(path: Path) -> bool:

@@ -114,7 +114,7 @@ def export_image_frontend_onnx(cfg: Any, path: str | Path, norm: Norm = None) ->
 
 def export_image_frontend_tflite(cfg: Any, path: str | Path, norm: Norm = None) -> Path:
     """Float TFLite front end: ``image`` uint8 [1, H, W, 3] → [1, r, r, C] (NHWC), builtins only."""
-    from edgenas.export.frontend import _import_tf, _quiet_tf
+    from edgenas.export.frontend import _import_tf, convert_builtins
 
     tf = _import_tf()
     rows, cols_t, luma, scale, shift = _constants(cfg, norm)
@@ -140,15 +140,7 @@ def export_image_frontend_tflite(cfg: Any, path: str | Path, norm: Norm = None) 
         x = tf.einsum("brwc,ws->brsc", x, tf.constant(cols_t))
         return {FEATURES_NAME: (x if grey else tf.nn.conv2d(x, kernel, 1, "VALID")) + bias}
 
-    try:
-        with _quiet_tf():
-            concrete = frontend.get_concrete_function()
-            converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], frontend)
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-            flat = embed_metadata(converter.convert(), frontend_metadata(cfg, "NHWC", norm))
-    except Exception as e:
-        text = str(e).strip().splitlines()
-        raise ExportError(f"TFLite image front-end export to {path} failed: {text[0] if text else type(e).__name__}") from None
+    flat = embed_metadata(convert_builtins(frontend, "image front-end", path), frontend_metadata(cfg, "NHWC", norm))
     atomic_write_bytes(path, flat)
     return path
 

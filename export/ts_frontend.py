@@ -117,7 +117,7 @@ def export_ts_frontend_onnx(cfg: Any, path: str | Path, norm: Norm = None) -> Pa
 def export_ts_frontend_tflite(cfg: Any, path: str | Path, norm: Norm = None) -> Path:
     """Float TFLite front end: ``series`` [1, length, dims] → [1, L, 1, dims] (NHWC), builtins only."""
     from edgenas.datasets.ts_prep import STD_FLOOR
-    from edgenas.export.frontend import _import_tf, _quiet_tf
+    from edgenas.export.frontend import _import_tf, convert_builtins
 
     tf = _import_tf()
     rt, scale, shift = _constants(cfg, norm)
@@ -138,16 +138,7 @@ def export_ts_frontend_tflite(cfg: Any, path: str | Path, norm: Norm = None) -> 
             x = x * tf.constant(scale) + tf.constant(shift)
         return {FEATURES_NAME: tf.reshape(x, [1, n, 1, d])}
 
-    try:
-        with _quiet_tf():
-            concrete = frontend.get_concrete_function()
-            converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], frontend)
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-            flat = embed_metadata(converter.convert(), frontend_metadata(cfg, "NHWC", norm))
-    except Exception as e:
-        text = str(e).strip().splitlines()
-        raise ExportError(f"TFLite time-series front-end export to {path} failed: "
-                          f"{text[0] if text else type(e).__name__}") from None
+    flat = embed_metadata(convert_builtins(frontend, "time-series front-end", path), frontend_metadata(cfg, "NHWC", norm))
     atomic_write_bytes(path, flat)
     return path
 

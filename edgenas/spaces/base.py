@@ -180,6 +180,12 @@ class SearchSpace:
         return ", ".join(f"{k}={v}" for k, v in self.selection(spec).items())
 
 
+def width_masks(widths: list[int], cmax: int) -> torch.Tensor:
+    """[len(widths), cmax]: row j is 1 on the first ``widths[j]`` channels (a supernet's width
+    options as channel prefixes of its widest layer)."""
+    return (torch.arange(cmax)[None, :] < torch.tensor(widths)[:, None]).float()
+
+
 SPACES: Registry[Callable[..., SearchSpace]] = Registry("search space")
 
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from edgenas.errors import ConfigError
 from edgenas.layers import chain_module, layer_module
-from edgenas.spaces.base import SPACES, ChoicePoint, Gates, LayerCostFn, Probs, SearchSpace
+from edgenas.spaces.base import SPACES, ChoicePoint, Gates, LayerCostFn, Probs, SearchSpace, width_masks
 from edgenas.spec import ArchSpec, DataConfig, LayerDesc, same_pad
 
 
@@ -346,10 +346,7 @@ class KWSSupernet(nn.Module):
         self.pw = nn.ModuleList(nn.Conv2d(cmax, cmax, 1, bias=False) for _ in range(cfg.n_blocks))
         self.pw_bn = nn.ModuleList(nn.BatchNorm2d(cmax) for _ in range(cfg.n_blocks))
         self.classifier = nn.Linear(cmax, space.num_classes)
-        masks = torch.zeros(len(self.widths), cmax)
-        for j, w in enumerate(self.widths):
-            masks[j, :w] = 1.0
-        self.register_buffer("width_masks", masks)
+        self.register_buffer("width_masks", width_masks(self.widths, cmax))
         self.to(memory_format=torch.channels_last)  # 1.5-3x faster depthwise convs on CPU
 
     def _mask(self, gate: torch.Tensor) -> torch.Tensor:

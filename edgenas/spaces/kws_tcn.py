@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgenas.errors import ConfigError
-from edgenas.spaces.base import SPACES, ChoicePoint, Gates, LayerCostFn, Probs, SearchSpace
+from edgenas.spaces.base import SPACES, ChoicePoint, Gates, LayerCostFn, Probs, SearchSpace, width_masks
 from edgenas.spaces.kws_dscnn import KWSDSCNNSpace, KWSNet, KWSSpaceConfig, _mix, data_input, same_pad
 from edgenas.spec import ArchSpec, DataConfig, LayerDesc
 
@@ -362,10 +362,7 @@ class KWSTCNSupernet(nn.Module):
         self.down = nn.ModuleList(nn.Conv2d(cmax, cmax, (smax, 1), groups=cmax, bias=False) for _ in range(n_down))
         self.down_bn = nn.ModuleList(nn.BatchNorm2d(cmax) for _ in range(n_down))
         self.classifier = nn.Linear(cmax, space.num_classes)
-        masks = torch.zeros(len(self.widths), cmax)
-        for j, w in enumerate(self.widths):
-            masks[j, :w] = 1.0
-        self.register_buffer("width_masks", masks)
+        self.register_buffer("width_masks", width_masks(self.widths, cmax))
         self.to(memory_format=torch.channels_last)
 
     def _mask(self, gate: torch.Tensor) -> torch.Tensor:

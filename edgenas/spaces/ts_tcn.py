@@ -47,7 +47,7 @@ from torch import nn
 
 from edgenas.errors import ConfigError
 from edgenas.layers import GraphNet
-from edgenas.spaces.base import SPACES, ChoicePoint, Gates, LayerCostFn, Probs, SearchSpace
+from edgenas.spaces.base import SPACES, ChoicePoint, Gates, LayerCostFn, Probs, SearchSpace, width_masks
 from edgenas.spaces.kws_dscnn import _mix, data_input
 from edgenas.spec import ArchSpec, LayerDesc, same_pad, with_liveness
 from edgenas.tasks.timeseries import FACTORS, NORMS, PADDINGS, TSConfig
@@ -419,10 +419,7 @@ class TSTCNSupernet(nn.Module):
         self.proj = nn.ModuleList(nn.Conv2d(cmax, cmax, 1, bias=False) for _ in range(n_proj))
         self.proj_bn = nn.ModuleList(nn.BatchNorm2d(cmax) for _ in range(n_proj))
         self.classifier = nn.Linear(cmax, space.num_classes)
-        masks = torch.zeros(len(self.widths), cmax)
-        for j, w in enumerate(self.widths):
-            masks[j, :w] = 1.0
-        self.register_buffer("width_masks", masks)
+        self.register_buffer("width_masks", width_masks(self.widths, cmax))
         self.to(memory_format=torch.channels_last)
 
     def _mask(self, p_chan: torch.Tensor) -> torch.Tensor:
