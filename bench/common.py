@@ -128,6 +128,25 @@ def train_export_measure(p: Any, run: Any, model: Any, data: Any, seed: int, wha
     return rep, r8, meas
 
 
+def run_fixed_spec(p: Any, run: Any, spec: Any, search_s: float) -> dict[str, Any]:
+    """``spec`` through pipeline ``p``'s own train → export → measure → report stages in ``run``
+    (open): the earlier stages are marked done with ``spec`` as the derived network. Returns the
+    run's metrics."""
+    from edgenas import config as C
+
+    run.write_json("config.json", C.to_dict(p.cfg))
+    for stage, res in (("config", {}), ("data", p._stage_data()), ("budgets", {"constraints": []}),
+                       ("search", {"seconds": search_s}),
+                       ("derive", {"spec": spec.to_dict(), "hash": spec.hash(), "derived_hash": spec.hash(),
+                                   "repairs": [], "estimates": p.estimates(spec, latency=False)})):
+        if not run.done(stage):
+            run.mark(stage, res, 0.0)
+    run.write_json("search.json", {"spec": spec.to_dict(), "probs": {}, "history": [], "multipliers": {},
+                                   "seconds": search_s})
+    run.write_text("arch.json", spec.to_json() + "\n")
+    return p.run_all()
+
+
 def pyplot() -> Any:
     try:
         import matplotlib

@@ -239,21 +239,9 @@ class Cell:
 
     def fixed_spec(self, method: str, spec: Any, search_s: float, **extra: Any) -> dict[str, Any]:
         """``spec`` through the pipeline's own train → export → measure → report stages."""
-        from edgenas import config as C
-
         p, run = self.pipeline(self.name(method), [])
         with run:
-            run.write_json("config.json", C.to_dict(p.cfg))
-            for stage, res in (("config", {}), ("data", p._stage_data()), ("budgets", {"constraints": []}),
-                               ("search", {"seconds": search_s}),
-                               ("derive", {"spec": spec.to_dict(), "hash": spec.hash(), "derived_hash": spec.hash(),
-                                           "repairs": [], "estimates": p.estimates(spec, latency=False)})):
-                if not run.done(stage):
-                    run.mark(stage, res, 0.0)
-            run.write_json("search.json", {"spec": spec.to_dict(), "probs": {}, "history": [], "multipliers": {},
-                                           "seconds": search_s})
-            run.write_text("arch.json", spec.to_json() + "\n")
-            m = p.run_all()
+            m = common.run_fixed_spec(p, run, spec, search_s)
         return self.row(method, m, search_s, **extra)
 
 

@@ -228,23 +228,11 @@ class Cell:
 
     def fixed_spec(self, method: str, spec: Any, search_s: float, sets: list[str], **extra: Any) -> dict[str, Any]:
         """``spec`` (or ``spec(space)``) through the pipeline's own train → export → measure → report stages."""
-        from edgenas import config as C
-
         p, run = self.pipeline(self.name(method), sets)
         with run:
             if callable(spec):
                 spec = spec(p.space)
-            run.write_json("config.json", C.to_dict(p.cfg))
-            for stage, res in (("config", {}), ("data", p._stage_data()), ("budgets", {"constraints": []}),
-                               ("search", {"seconds": search_s}),
-                               ("derive", {"spec": spec.to_dict(), "hash": spec.hash(), "derived_hash": spec.hash(),
-                                           "repairs": [], "estimates": p.estimates(spec, latency=False)})):
-                if not run.done(stage):
-                    run.mark(stage, res, 0.0)
-            run.write_json("search.json", {"spec": spec.to_dict(), "probs": {}, "history": [], "multipliers": {},
-                                           "seconds": search_s})
-            run.write_text("arch.json", spec.to_json() + "\n")
-            m = p.run_all()
+            m = common.run_fixed_spec(p, run, spec, search_s)
             extra["description"] = p.space.describe(spec)
         return self.row(method, m, search_s, **extra)
 
