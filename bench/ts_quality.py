@@ -13,7 +13,10 @@ wall-clock — accuracy fp32 and int8, parameters, MACs, int8 latency on litert-
   (:func:`edgenas.tasks.timeseries.open_run_dataset`) are exactly ``ts_peers.fold_indices``'s
   held-out fold — the folds MiniRocket and DTW were scored on.
 * Methods (device ``litert-cpu``, seed 0, the timeseries task's defaults: 300 train epochs, 60
-  search epochs, batch 16; no budgets unless ``--max-ram-kb`` / ``--max-latency-ms`` are given):
+  search epochs, batch 16). With ``--budget hand`` (the default) the hand TCN runs first on each fold
+  and its measured end-to-end int8 latency (model + front end, the profile's p10) is the
+  ``--max-latency-ms`` of that fold's three searches, so "beats the hand TCN at equal or lower
+  latency" is what the rows test; ``--budget none`` runs without budgets (``ts_quality.nobudget.*``):
 
   - ``joint`` — ``edgenas search --task timeseries`` (data configuration and architecture searched);
   - ``fixed-data`` — the same search with the data configuration fixed to per-series
@@ -111,20 +114,26 @@ def check_folds(name: str, root: Path) -> list[int]:
 class Cell:
     """One dataset and fold."""
 
-    def __init__(self, a: Any, name: str, fold: int) -> None:
+    def __init__(self, a: Any, name: str, fold: int, hand: dict[str, Any] | None = None) -> None:
+        """``hand``: this fold's hand-tcn row; with ``--budget hand`` the searches get its measured
+        end-to-end latency (model + front end, the profile's statistic) as their latency budget."""
         self.a, self.dataset, self.fold = a, name, fold
-        self.runs = a.out / "runs"
+        self.runs = a.out / ("runs" if a.budget == "none" else f"runs-{a.budget}")
         self.data = str(data_dir(a.data_root, name))
+        self.max_ram_kb = a.max_ram_kb
+        self.max_latency_ms = a.max_latency_ms
+        if a.budget == "hand" and hand is not None:
+            self.max_latency_ms = hand_budget_ms(hand)
 
     def name(self, method: str) -> str:
         return f"{self.dataset}-f{self.fold}of{K}-s0-{method}"
 
     def budgets(self) -> list[str]:
         out = []
-        if self.a.max_ram_kb:
-            out += ["--max-ram-kb", str(self.a.max_ram_kb)]
-        if self.a.max_latency_ms:
-            out += ["--max-latency-ms", str(self.a.max_latency_ms)]
+        if self.max_ram_kb:
+            out += ["--max-ram-kb", str(self.max_ram_kb)]
+        if self.max_latency_ms:
+            out += ["--max-latency-ms", f"{self.max_latency_ms:.6g}"]
         return out
 
     def base(self) -> list[str]:
@@ -164,8 +173,8 @@ class Cell:
         from edgenas.runs import RunDir
 
         flags = {"task": "timeseries", "data": self.data, "device": DEVICE, "seed": 0,
-                 "test_fold": f"{self.fold}/{K}", "max_latency_ms": self.a.max_latency_ms or 0.0,
-                 "max_ram_kb": self.a.max_ram_kb or 0.0}
+                 "test_fold": f"{self.fold}/{K}", "max_latency_ms": self.max_latency_ms or 0.0,
+                 "max_ram_kb": self.max_ram_kb or 0.0}
         cfg = C.resolve(sets=sets, flags=flags)
         path = self.runs / "timeseries" / name
         run = RunDir(path, resume=(path / "state.json").exists())
@@ -196,20 +205,16 @@ class Cell:
 
         import torch
 
-        from edgenas import cost
         from edgenas.train import evaluate, train_model
 
         p, run = self.pipeline(self.name("random") + "-probe", [])
         with run:
             if not run.done("config"):
                 run.mark("config", {}, 0.0)
-            ram = cost.peak_ram(p.space) if self.a.max_ram_kb else None
-            lat = p.latency_model() if self.a.max_latency_ms else None
+            constraints = p.constraints()  # the search's own cost models, end to end (front end priced)
 
             def feasible(spec: Any) -> bool:
-                if ram is not None and ram.cost(spec) / 1024 > self.a.max_ram_kb:
-                    return False
-                return lat is None or lat.cost(spec) <= self.a.max_latency_ms
+                return all(c.ratio(spec) <= 1.0 for c in constraints)
 
             short = dataclasses.replace(p.cfg.train, epochs=self.a.random_epochs)
             rng = random.Random(0)
@@ -235,6 +240,11 @@ class Cell:
             m = common.run_fixed_spec(p, run, spec, search_s)
             extra["description"] = p.space.describe(spec)
         return self.row(method, m, search_s, **extra)
+
+
+def hand_budget_ms(hand: dict[str, Any]) -> float:
+    """The hand TCN's measured end-to-end latency (model + front end), ms: the searches' budget."""
+    return hand["int8_ms"] + (hand.get("frontend_ms") or 0.0)
 
 
 _ORT: Any = None
@@ -361,7 +371,7 @@ def summarize(rows: list[dict[str, Any]], peer: dict[str, Any]) -> tuple[str, di
     return text, data
 
 
-def plot(rows: list[dict[str, Any]], peer: dict[str, Any], out: Path) -> None:
+def plot(rows: list[dict[str, Any]], peer: dict[str, Any], out: Path, stem: str) -> None:
     plt = common.pyplot()
     names = [d for d in DATASETS if any(r["dataset"] == d for r in rows)]
     if plt is None or not names:
@@ -386,7 +396,7 @@ def plot(rows: list[dict[str, Any]], peer: dict[str, Any], out: Path) -> None:
     axes[0][0].legend(fontsize=7)
     fig.suptitle("5-fold CV on TRAIN, litert-cpu int8: accuracy vs parameters (red: 20 k)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out / "ts_quality.png", dpi=110)
+    fig.savefig(out / f"{stem}.png", dpi=110)
 
 
 def main() -> None:
@@ -394,8 +404,13 @@ def main() -> None:
     p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated dataset names")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, among {', '.join(METHODS)}")
     p.add_argument("--folds", default="1,2,3,4,5", help="comma-separated folds (1-based, of 5)")
+    p.add_argument("--budget", choices=("hand", "none"), default="hand",
+                   help="hand: every search's latency budget is the hand TCN's measured end-to-end latency on the "
+                        "same fold (rows in ts_quality.jsonl); none: no latency budget unless --max-latency-ms "
+                        "(rows in ts_quality.nobudget.jsonl)")
     p.add_argument("--max-ram-kb", type=float, default=0.0, help="model RAM budget for the searches (0 = none)")
-    p.add_argument("--max-latency-ms", type=float, default=0.0, help="latency budget for the searches (0 = none)")
+    p.add_argument("--max-latency-ms", type=float, default=0.0,
+                   help="latency budget for the searches with --budget none (0 = none)")
     p.add_argument("--random-epochs", type=int, default=60, help="epochs per random-search candidate")
     p.add_argument("--no-onnx", dest="onnx", action="store_false",
                    help="skip measuring the ONNX int8 file on onnxruntime-cpu")
@@ -410,7 +425,8 @@ def main() -> None:
     if bad or any(not 1 <= f <= K for f in folds):
         raise SystemExit(f"ts_quality: unknown {bad or folds}")
     common.use_bench_dirs(a.out)
-    rows_path = a.out / "ts_quality.jsonl"
+    stem = "ts_quality" if a.budget == "hand" else "ts_quality.nobudget"
+    rows_path = a.out / f"{stem}.jsonl"
     rows = _rows(rows_path)
     done = {_key(r) for r in rows}
     started = time.time()
@@ -422,8 +438,13 @@ def main() -> None:
         # fold-major, so a run stopped early leaves every dataset with the same folds
         for fold in folds:
             for n in names:
-                cell = Cell(a, n, fold)
-                order = [m for m in METHODS if m in methods or (m == "joint" and "random" in methods)]
+                need = set(methods) | ({"joint"} if "random" in methods else set())
+                if a.budget == "hand":
+                    need.add("hand-tcn")  # the budget of the others: run first
+                order = [m for m in ("hand-tcn", *METHODS) if m in need]
+                order = list(dict.fromkeys(order))
+                hand = next((r for r in rows if _key(r) == (n, fold, "hand-tcn")), None)
+                cell = Cell(a, n, fold, hand)
                 for method in order:
                     key = (n, fold, method)
                     if key in done:
@@ -434,10 +455,12 @@ def main() -> None:
                         row = cell.edgenas(method)
                     elif method == "hand-tcn":
                         row = cell.hand_tcn()
+                        cell = Cell(a, n, fold, row)
                     else:
                         joint = next(r for r in rows if _key(r) == (n, fold, "joint"))
                         row = cell.random_search(joint["search_s"])
                     row["wall_s"] = time.perf_counter() - t0
+                    row["latency_budget_ms"] = cell.max_latency_ms if method != "hand-tcn" else None
                     with rows_path.open("a") as f:
                         f.write(json.dumps(row) + "\n")
                     rows.append(row)
@@ -457,9 +480,12 @@ def main() -> None:
           "`ts_prep.stratified_folds(TRAIN labels, k=5, seed=0)`, asserted equal to `ts_peers.fold_indices` (the "
           "folds MiniRocket and DTW were scored on) for every dataset before the runs; the rest of TRAIN is split "
           "75/25 into train/val for the search; the final network is trained on train + val and tested once on "
-          "the fold. Task defaults: 300 train epochs, 60 search epochs, batch 16, seed 0, no budgets"
-          + (f" (budgets: RAM {a.max_ram_kb:g} KiB, latency {a.max_latency_ms:g} ms)"
-             if a.max_ram_kb or a.max_latency_ms else "") + ".\n\n"
+          "the fold. Task defaults: 300 train epochs, 60 search epochs, batch 16, seed 0. "
+          + ("Budget: every search's `--max-latency-ms` is the hand TCN's measured end-to-end int8 latency (model "
+             "+ front end, litert-cpu p10) on the same fold, measured first in the same sitting"
+             if a.budget == "hand" else "No latency budget"
+             + (f" (budgets: RAM {a.max_ram_kb:g} KiB, latency {a.max_latency_ms:g} ms)"
+                if a.max_ram_kb or a.max_latency_ms else "")) + ".\n\n"
           "Methods: **joint** `edgenas search --task timeseries` (data configuration + architecture searched); "
           "**fixed-data** the same with `space.factors=1 space.norms=series space.paddings=edge`; **hand-tcn** one "
           "fixed ts-tcn spec through the pipeline's train/export/measure stages — per-series z, native length, edge "
@@ -481,9 +507,9 @@ def main() -> None:
                + "; ".join(f"{n} {m}: {','.join(map(str, fs))}" for (n, m), fs in sorted(by.items())) + ".\n")
     md += (f"\nCommand: `python bench/{' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}`; "
            f"{len(rows)} rows, {wall / 60:.0f} min of runs in all (this invocation {time.time() - started:.0f} s).\n")
-    common.write(a.out, "ts_quality", {"question": md.split("**Question:** ")[1].split("\n")[0], "rows": rows,
+    common.write(a.out, stem, {"question": md.split("**Question:** ")[1].split("\n")[0], "rows": rows,
                                        "peers": peer, "fold_sizes": fold_sizes, **summary}, md)
-    plot(rows, peer, a.out)
+    plot(rows, peer, a.out, stem)
 
 
 if __name__ == "__main__":

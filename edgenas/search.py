@@ -6,6 +6,14 @@ updates the choice logits on a val batch with ``task loss + Σ_k λ_k·hinge(E[c
 + entropy pressure``, raising each λ_k while its budget is violated. The test split never
 reaches this module.
 
+With ``val_folds`` = k > 1 (off by default) the architecture step is validated k-fold, for
+datasets so small that one val split's architecture signal is noise (a UCR set of 40–270 cases
+leaves 10–55 val cases): train + val are pooled into k stratified folds, k supernets share the
+choice logits, supernet j's weights train on the folds other than j, and every logits step takes
+the mean val loss of the k supernets, each on a batch of its own held-out fold. Every case is
+validation data for one supernet and never for one whose weights saw it; the weight steps cost
+k× the single split's.
+
 With ``data_first`` (off by default; it acts when the space has more than one data
 configuration) the data configuration is chosen before the architecture (see :func:`phases`):
 after the warm-up, every data option is scored on the whole val split with the objective the
@@ -67,12 +75,44 @@ class SearchConfig:
     # within (1 - margin) of every budget (edgenas.constraints.fill); then repair as usual
     fill_budget: bool = False
     max_steps_per_epoch: int = 0  # 0 = one pass over the train split
+    # k > 1: k-fold validation for the architecture step. train + val are pooled and cut into k
+    # stratified folds; k supernets share the choice logits, supernet j trains its weights on the
+    # other folds and the logits step on the mean loss of every supernet on its own held-out fold,
+    # so every case is validation data once and never for weights that saw it (k× the weight steps)
+    val_folds: int = 0
 
 
 @dataclass
 class SplitTensors:
     x: torch.Tensor  # [N, 1, T, F]
     y: torch.Tensor  # [N]
+
+
+@dataclass
+class _Member:
+    """One supernet of the search: its weights, optimiser and schedule, and the splits it trains
+    its weights on and validates the choice logits on (one member unless ``val_folds`` > 1)."""
+
+    net: torch.nn.Module
+    w_opt: torch.optim.Optimizer
+    sched: Any
+    train: list[SplitTensors]
+    val: list[SplitTensors]
+
+
+def cross_splits(train: list[SplitTensors], val: list[SplitTensors], k: int,
+                 seed: int) -> list[tuple[list[SplitTensors], list[SplitTensors]]]:
+    """``[(train, val)]`` for ``k`` ≤ 1; else train + val pooled (per data option, the same cases
+    in the same order) and cut into ``k`` stratified folds: the (other folds, fold j) pairs."""
+    if k <= 1:
+        return [(train, val)]
+    from edgenas.datasets.ts_prep import stratified_folds
+
+    pooled = [SplitTensors(torch.cat([t.x, v.x]), torch.cat([t.y, v.y])) for t, v in zip(train, val)]
+    folds = stratified_folds(pooled[0].y.numpy(), k=k, seed=seed)
+    return [([SplitTensors(p.x[torch.from_numpy(tr)], p.y[torch.from_numpy(tr)]) for p in pooled],
+             [SplitTensors(p.x[torch.from_numpy(va)], p.y[torch.from_numpy(va)]) for p in pooled])
+            for tr, va in folds]
 
 
 @dataclass
@@ -185,25 +225,34 @@ def run_search(
     ``train_acc`` / ``val_acc``: cross-entropy and accuracy unless a task says otherwise."""
     sink = sink or null_sink
     _seed_all(seed)
-    net = space.supernet()
+    splits = cross_splits(train, val, cfg.val_folds, seed)
+    nets = [space.supernet() for _ in splits]
     strategy: Strategy = STRATEGIES.get(cfg.strategy)(space.choice_points(), cfg.tau_start, cfg.tau_end)
-    w_opt = torch.optim.AdamW(net.parameters(), lr=cfg.weight_lr, weight_decay=cfg.weight_decay)
     a_opt = torch.optim.Adam(strategy.parameters(), lr=cfg.arch_lr, betas=(0.5, 0.999))
-    n_train = len(train[0].y)
-    steps = math.ceil(n_train / cfg.batch_size)
+    steps = math.ceil(len(splits[0][0][0].y) / cfg.batch_size)
     if cfg.max_steps_per_epoch:
         steps = min(steps, cfg.max_steps_per_epoch)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=max(1, cfg.epochs * steps))
+    members = []
+    for net, (tr, va) in zip(nets, splits):
+        w_opt = torch.optim.AdamW(net.parameters(), lr=cfg.weight_lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=max(1, cfg.epochs * steps))
+        members.append(_Member(net, w_opt, sched, tr, va))
     history: list[dict[str, Any]] = []
     start_epoch, elapsed, gen_state = 0, 0.0, None
     data_scores: list[dict[str, Any]] = []
     if checkpoint is not None and checkpoint.exists():
         st = torch.load(checkpoint, weights_only=False)
-        net.load_state_dict(st["net"])
+        for key in ("net", "w_opt", "sched"):  # one member: the state dicts themselves, else a list
+            if not isinstance(st[key], list):
+                st[key] = [st[key]]
+        if len(st["net"]) != len(members):
+            raise ValueError(f"the checkpoint holds {len(st['net'])} supernets, search.val_folds gives {len(members)}")
+        for mb, n_st, o_st, s_st in zip(members, st["net"], st["w_opt"], st["sched"]):
+            mb.net.load_state_dict(n_st)
+            mb.w_opt.load_state_dict(o_st)
+            mb.sched.load_state_dict(s_st)
         strategy.load_state_dict(st["strategy"])
-        w_opt.load_state_dict(st["w_opt"])
         a_opt.load_state_dict(st["a_opt"])
-        sched.load_state_dict(st["sched"])
         for c in constraints:
             c.multiplier = st["multipliers"].get(c.name, c.multiplier)
         history, start_epoch, elapsed = st["history"], st["epoch"], st["seconds"]
@@ -219,7 +268,8 @@ def run_search(
         gen.set_state(gen_state)
     plan = phases(cfg, len(space.data_configs()))
     t0 = time.perf_counter()
-    net.train()
+    for mb in members:
+        mb.net.train()
     with progress(sink, f"search ({cfg.strategy})", cfg.epochs) as tick:
         if start_epoch:
             tick(start_epoch)
@@ -228,7 +278,8 @@ def run_search(
             if phase == "rewarm" and not strategy.frozen:
                 strategy.anneal(0.0)  # scored under the warm-up's soft architecture mixture
                 data_scores = [{k: v for k, v in r.items() if k != "labels"}
-                               for r in choose_data(space, net, strategy, val, constraints, cfg, objective)]
+                               for r in choose_data(space, members[0].net, strategy, members[0].val, constraints,
+                                                    cfg, objective)]
                 sink("search.data_frozen", data=data_scores[0]["data"], scores=data_scores)
             arch_phase = phase == "arch"
             frac = _phase_progress(plan, epoch) if arch_phase else 0.0
@@ -238,31 +289,36 @@ def run_search(
             val_acc = val_n = 0.0
             excess: dict[str, float] = {}
             for _ in range(steps):
-                # ---- weight step on train ----
-                with torch.no_grad():
-                    gates = {k: v.detach() for k, v in strategy.gates().items()}
-                d = _data_index(space, gates)
-                idx = torch.randint(0, len(train[d].y), (cfg.batch_size,), generator=gen)
-                x, y = train[d].x[idx], train[d].y[idx]
-                logits = net(x, d, gates, strategy.hard)
-                loss = objective.loss(logits, y)
-                w_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-                w_opt.step()
-                sched.step()
-                tot_loss += float(loss.detach()) * len(y)
-                tot_acc += float(objective.hits(logits.detach(), y))
-                n_seen += len(y)
+                # ---- weight step on train (every supernet, on the cases it trains on) ----
+                for mb in members:
+                    with torch.no_grad():
+                        gates = {k: v.detach() for k, v in strategy.gates().items()}
+                    d = _data_index(space, gates)
+                    idx = torch.randint(0, len(mb.train[d].y), (cfg.batch_size,), generator=gen)
+                    x, y = mb.train[d].x[idx], mb.train[d].y[idx]
+                    logits = mb.net(x, d, gates, strategy.hard)
+                    loss = objective.loss(logits, y)
+                    mb.w_opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(mb.net.parameters(), 5.0)
+                    mb.w_opt.step()
+                    mb.sched.step()
+                    tot_loss += float(loss.detach()) * len(y)
+                    tot_acc += float(objective.hits(logits.detach(), y))
+                    n_seen += len(y)
                 if not arch_phase:
                     continue
-                # ---- architecture/data step on val ----
+                # ---- architecture/data step on val (mean over the supernets, each on its own) ----
                 gates = strategy.gates()
                 d = _data_index(space, gates)
-                vidx = torch.randint(0, len(val[d].y), (cfg.batch_size,), generator=gen)
-                vx, vy = val[d].x[vidx], val[d].y[vidx]
-                vlogits = net(vx, d, gates, strategy.hard)
-                a_loss = objective.loss(vlogits, vy)
+                a_loss = 0.0
+                for mb in members:
+                    vidx = torch.randint(0, len(mb.val[d].y), (cfg.batch_size,), generator=gen)
+                    vx, vy = mb.val[d].x[vidx], mb.val[d].y[vidx]
+                    vlogits = mb.net(vx, d, gates, strategy.hard)
+                    a_loss = a_loss + objective.loss(vlogits, vy) / len(members)
+                    val_acc += float(objective.hits(vlogits.detach(), vy))
+                    val_n += len(vy)
                 probs = strategy.probs(sharpen=True)
                 for c in constraints:
                     term, ex = _term(c, probs, cfg)
@@ -270,13 +326,12 @@ def run_search(
                     excess[c.name] = ex
                 a_loss = a_loss + ent_w * strategy.entropy()
                 a_opt.zero_grad(set_to_none=True)
-                w_opt.zero_grad(set_to_none=True)
+                for mb in members:
+                    mb.w_opt.zero_grad(set_to_none=True)
                 a_loss.backward()
                 a_opt.step()
                 for c in constraints:
                     c.update(excess[c.name], cfg.dual_lr / steps)
-                val_acc += float(objective.hits(vlogits.detach(), vy))
-                val_n += len(vy)
             probs = {k: v.detach() for k, v in strategy.probs().items()}
             derived = space.derive(probs)
             rec: dict[str, Any] = {
@@ -300,9 +355,14 @@ def run_search(
             if epoch_hook:
                 epoch_hook(rec)
             if checkpoint is not None:
+                one = len(members) == 1  # one member: the state dicts themselves (older checkpoints resume)
+                nets_st = [mb.net.state_dict() for mb in members]
+                opts_st = [mb.w_opt.state_dict() for mb in members]
+                scheds_st = [mb.sched.state_dict() for mb in members]
                 _atomic_save({
-                    "net": net.state_dict(), "strategy": strategy.state_dict(), "w_opt": w_opt.state_dict(),
-                    "a_opt": a_opt.state_dict(), "sched": sched.state_dict(),
+                    "net": nets_st[0] if one else nets_st, "strategy": strategy.state_dict(),
+                    "w_opt": opts_st[0] if one else opts_st, "a_opt": a_opt.state_dict(),
+                    "sched": scheds_st[0] if one else scheds_st,
                     "multipliers": {c.name: c.multiplier for c in constraints}, "history": history,
                     "epoch": epoch + 1, "seconds": elapsed + time.perf_counter() - t0,
                     "torch_rng": torch.get_rng_state(), "py_rng": random.getstate(), "gen": gen.get_state(),

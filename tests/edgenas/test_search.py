@@ -239,3 +239,54 @@ def test_data_first_scores_and_freezes_the_data_then_searches_the_architecture(t
     assert not [e for e, _ in events if e == "search.data_frozen"]
     assert again.history[-1]["data"] == datas[0].key() and again.probs["data.n_mfcc"] == [1.0, 0.0]
     assert again.data_scores == res.data_scores
+
+
+def test_cross_splits_pool_train_and_val_into_disjoint_stratified_folds(splits) -> None:
+    from edgenas.search import cross_splits
+
+    train, val = splits
+    assert cross_splits(train, val, 0, seed=0) == [(train, val)]
+    parts = cross_splits(train, val, 3, seed=0)
+    assert len(parts) == 3
+    n = len(train[0].y) + len(val[0].y)
+    pooled = torch.cat([train[0].x, val[0].x]).flatten(1)
+    seen = []
+    for tr, va in parts:
+        assert len(tr[0].y) + len(va[0].y) == n
+        # every val case is a pooled case, none of them also in that member's train part
+        rows = {tuple(r.tolist()) for r in va[0].x.flatten(1)}
+        assert not rows & {tuple(r.tolist()) for r in tr[0].x.flatten(1)}
+        seen += sorted(rows)
+        # stratified: each class's count differs by at most one between the folds
+    counts = [torch.bincount(va[0].y, minlength=3) for _, va in parts]
+    assert int((torch.stack(counts).max(0).values - torch.stack(counts).min(0).values).max()) <= 1
+    assert len(seen) == len(set(seen)) == n and set(seen) == {tuple(r.tolist()) for r in pooled}
+
+
+def test_k_fold_validation_search_trains_k_supernets_and_resumes(space, splits, tmp_path: Path) -> None:
+    cfg = replace(CFG, val_folds=3)
+    ck = tmp_path / "search.pt"
+
+    def stop_at_3(rec: dict[str, Any]) -> None:
+        if rec["epoch"] == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_search(space, *splits, [], cfg, seed=0, checkpoint=ck, epoch_hook=stop_at_3)
+    saved = torch.load(ck, weights_only=False)
+    assert len(saved["net"]) == len(saved["w_opt"]) == len(saved["sched"]) == 3
+    # three different supernets: each trained on its own folds
+    flat = [torch.cat([v.flatten().float() for v in n.values()]) for n in saved["net"]]
+    assert not torch.equal(flat[0], flat[1]) and not torch.equal(flat[1], flat[2])
+    resumed = run_search(space, *splits, [], cfg, seed=0, checkpoint=ck)
+    whole = run_search(space, *splits, [], cfg, seed=0)
+    space.check(whole.spec)
+    assert resumed.probs == whole.probs
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in whole.history]
+    # the logits moved on the held-out folds (not the single-split search's result)
+    single = run_search(space, *splits, [], CFG, seed=0)
+    assert whole.probs != single.probs
+    assert all(r["val_acc"] is not None for r in whole.history if r["phase"] == "arch")
+    # a checkpoint of another fold count is refused, not silently mixed
+    with pytest.raises(ValueError, match="3 supernets"):
+        run_search(space, *splits, [], CFG, seed=0, checkpoint=ck)
