@@ -28,7 +28,10 @@ wall-clock — accuracy fp32 and int8, parameters, MACs, int8 latency on litert-
     1, 2, 4, 8, width 16, residual, non-causal;
   - ``random`` — specs sampled uniformly from the space (within the budgets, if any), each trained
     ``--random-epochs`` on the train split and scored on val until the ``joint`` run's search
-    seconds of the same fold are spent; the best retrained with the full recipe and tested.
+    seconds of the same fold are spent; the best retrained with the full recipe and tested;
+  - ``joint-kfold`` (only with ``--methods``) — ``joint`` with ``search.val_folds=3``: the
+    architecture step validated 3-fold on train + val (:mod:`edgenas.search`), paired with
+    ``joint`` on the same folds.
 
 Per row: test accuracy fp32 (torch) and int8 (the device's format, TFLite; the ONNX int8 accuracy
 too), parameters, MACs, int8 model latency on litert-cpu (the profile's statistic, p10, and the
@@ -65,8 +68,11 @@ import common  # noqa: E402
 from ts_peers import fold_indices  # noqa: E402
 
 DATASETS = ("GunPoint", "ItalyPowerDemand", "ACSF1", "BasicMotions", "JapaneseVowels")
-METHODS = ("joint", "fixed-data", "hand-tcn", "random")
-PAIRS = (("joint", "hand-tcn"), ("joint", "fixed-data"), ("joint", "random"), ("fixed-data", "hand-tcn"))
+METHODS = ("joint", "fixed-data", "hand-tcn", "random", "joint-kfold")
+DEFAULT_METHODS = METHODS[:4]  # joint-kfold: on request (--methods), the val_folds question
+PAIRS = (("joint", "hand-tcn"), ("joint", "fixed-data"), ("joint", "random"), ("fixed-data", "hand-tcn"),
+         ("joint-kfold", "joint"))
+KFOLD = ["search.val_folds=3"]
 K = 5  # folds
 FOLD_SEED = 0  # = the run seed: open_run_dataset folds with seed=cfg.seed
 FIXED_DATA = ["space.factors=1", "space.norms=series", "space.paddings=edge"]
@@ -162,7 +168,8 @@ class Cell:
         if (self.runs / "timeseries" / name / "state.json").exists():
             m = _edgenas(["--runs-dir", str(self.runs), "--name", name, "--resume"])
         else:
-            sets = [] if method == "joint" else [x for s in FIXED_DATA for x in ("--set", s)]
+            sets = {"joint": [], "joint-kfold": KFOLD, "fixed-data": FIXED_DATA}[method]
+            sets = [x for s in sets for x in ("--set", s)]
             m = _edgenas(self.base() + ["--name", name] + sets)
         state = json.loads((Path(m["run_dir"]) / "state.json").read_text())
         return self.row(method, m, state["stages"]["search"]["seconds"])
@@ -356,6 +363,7 @@ def summarize(rows: list[dict[str, Any]], peer: dict[str, Any]) -> tuple[str, di
                 data["goal"].setdefault(d, {})[m] = {"int8": acc, "minirocket_same_folds": mr_same,
                                                      "minirocket_all_folds": mr, "max_params": params,
                                                      "folds": len(rs), "holds": holds}
+    versus = versus_hand(rows, data)
     text = common.table(["dataset", "method", "folds", "test fp32 %", "test int8 %", "k params", "k MACs",
                          "int8 µs litert-cpu", "int8 µs onnxruntime-cpu", "search s", "data config(s)"], out)
     if pairs:
@@ -363,6 +371,15 @@ def summarize(rows: list[dict[str, Any]], peer: dict[str, Any]) -> tuple[str, di
                  "folds; ahead = folds ahead/behind:\n\n")
         text += common.table(["dataset", "pair", "metric", "folds", "difference", "95% t interval", "ahead/behind"],
                              pairs)
+    if versus:
+        text += ("\n\nAgainst the hand TCN, fold by fold (same test cases): e2e µs = measured end-to-end int8 "
+                 "latency (model + front end, litert-cpu p10, each run's own measure stage); ≤ hand = folds whose "
+                 "e2e latency is at most the hand TCN's of that fold; Δ int8 = mean paired difference, points; "
+                 "params ÷ = hand TCN parameters / method parameters (geometric mean over folds, PIT's yardstick); "
+                 "beats = ahead in int8 accuracy on average with every fold at ≤ the hand TCN's latency; "
+                 "level = inside the fold spread (95% t interval includes 0):\n\n")
+        text += common.table(["dataset", "method", "folds", "e2e µs", "hand e2e µs", "≤ hand", "Δ int8",
+                              "95% t interval", "params ÷", "verdict"], versus)
     if goals:
         text += (f"\n\nGoal: int8 accuracy within {GOAL_POINTS:g} point of MiniRocket (on the same folds) with "
                  f"≤ {GOAL_PARAMS / 1e3:g} k parameters (the largest over folds):\n\n")
@@ -371,13 +388,52 @@ def summarize(rows: list[dict[str, Any]], peer: dict[str, Any]) -> tuple[str, di
     return text, data
 
 
+def e2e_ms(r: dict[str, Any]) -> float:
+    """A row's measured end-to-end int8 latency (model + front end), ms."""
+    return r["int8_ms"] + (r.get("frontend_ms") or 0.0)
+
+
+def versus_hand(rows: list[dict[str, Any]], data: dict[str, Any]) -> list[list[Any]]:
+    """Per dataset and searched method, against the hand TCN on the same folds: latency, accuracy
+    difference, parameter reduction, and whether the method beats it at equal or lower latency."""
+    import math
+
+    out = []
+    data["versus_hand"] = {}
+    for d in DATASETS:
+        by = {(r["method"], r["fold"]): r for r in rows if r["dataset"] == d}
+        for m in ("joint", "fixed-data", "random", "joint-kfold"):
+            folds = sorted(f for (mm, f) in by if mm == m and ("hand-tcn", f) in by)
+            if not folds:
+                continue
+            me, hand = [by[(m, f)] for f in folds], [by[("hand-tcn", f)] for f in folds]
+            dd = [100 * (a["test_int8"] - b["test_int8"]) for a, b in zip(me, hand)]
+            mean, _, lo, hi = common.paired_interval(dd) if len(dd) > 1 else (dd[0], 0.0, float("nan"), float("nan"))
+            within = sum(e2e_ms(a) <= e2e_ms(b) for a, b in zip(me, hand))
+            ratio = math.exp(statistics.mean(math.log(b["params"] / a["params"]) for a, b in zip(me, hand)))
+            if len(dd) > 1 and lo <= 0 <= hi or mean == 0:
+                verdict = "level"
+            else:
+                verdict = "ahead" if mean > 0 else "behind"
+            beats = mean > 0 and within == len(folds)
+            if beats:
+                verdict = "beats" if verdict == "ahead" else "ahead (level)"
+            out.append([d, m, len(folds), _ms([1e3 * e2e_ms(a) for a in me], ".1f"),
+                        _ms([1e3 * e2e_ms(b) for b in hand], ".1f"), f"{within}/{len(folds)}", f"{mean:+.1f}",
+                        f"[{lo:+.1f}, {hi:+.1f}]" if len(dd) > 1 else "–", f"{ratio:.2f}×", verdict])
+            data["versus_hand"].setdefault(d, {})[m] = {
+                "folds": folds, "diffs": dd, "mean": mean, "lo": lo, "hi": hi, "within_latency": within,
+                "params_ratio": ratio, "verdict": verdict, "beats_at_equal_latency": beats}
+    return out
+
+
 def plot(rows: list[dict[str, Any]], peer: dict[str, Any], out: Path, stem: str) -> None:
     plt = common.pyplot()
     names = [d for d in DATASETS if any(r["dataset"] == d for r in rows)]
     if plt is None or not names:
         return
     fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.8), squeeze=False)
-    colours = dict(zip(METHODS, ("C0", "C1", "C3", "C2")))
+    colours = dict(zip(METHODS, ("C0", "C1", "C3", "C2", "C4")))
     for ax, d in zip(axes[0], names):
         for m in METHODS:
             rs = [r for r in rows if r["dataset"] == d and r["method"] == m]
@@ -402,7 +458,7 @@ def plot(rows: list[dict[str, Any]], peer: dict[str, Any], out: Path, stem: str)
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated dataset names")
-    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, among {', '.join(METHODS)}")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"comma-separated, among {', '.join(METHODS)}")
     p.add_argument("--folds", default="1,2,3,4,5", help="comma-separated folds (1-based, of 5)")
     p.add_argument("--budget", choices=("hand", "none"), default="hand",
                    help="hand: every search's latency budget is the hand TCN's measured end-to-end latency on the "
@@ -451,7 +507,7 @@ def main() -> None:
                         continue
                     t0 = time.perf_counter()
                     log(f"{n} fold {fold} {method} …")
-                    if method in ("joint", "fixed-data"):
+                    if method in ("joint", "fixed-data", "joint-kfold"):
                         row = cell.edgenas(method)
                     elif method == "hand-tcn":
                         row = cell.hand_tcn()
@@ -497,7 +553,7 @@ def main() -> None:
           "only (no front end), litert-cpu at the profile's statistic (p10), µs; onnxruntime-cpu: the exported ONNX "
           "int8 file measured on that device. Data config: length factor/normalisation[/padding]. MiniRocket and "
           "DTW rows: `results/ts_peers.json` (aeon, all 5 folds, not rerun here).\n\n" + text + "\n")
-    plan = [(n, f, m) for f in range(1, K + 1) for n in DATASETS for m in METHODS]
+    plan = [(n, f, m) for f in range(1, K + 1) for n in DATASETS for m in DEFAULT_METHODS]
     missing = [x for x in plan if x not in {_key(r) for r in rows}]
     if missing:
         by: dict[tuple[str, str], list[int]] = {}

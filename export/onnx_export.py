@@ -46,6 +46,7 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 QUANT_FP32 = "fp32"
 QUANT_INT8 = "int8-qdq-per-channel"
+ACTIVATIONS = "s8"  # the activations' integer type in the int8 QDQ file (module docstring)
 
 
 def model_metadata(spec: Any = None, quant_scheme: str = QUANT_FP32, **extra: str) -> dict[str, str]:
@@ -223,8 +224,9 @@ def kernel_drift(path: str | Path, x: np.ndarray) -> dict[str, float]:
 
 def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration: np.ndarray,
                   metadata: dict[str, str] | None = None, max_calibration: int = 300,
-                  seed: int = 0, weight_bits: int | None = None) -> Path:
-    """Static int8 QDQ quantization (per-channel S8 weights, S8 activations, MinMax calibration).
+                  seed: int = 0, weight_bits: int | None = None, activations: str = ACTIVATIONS) -> Path:
+    """Static int8 QDQ quantization (per-channel S8 weights, MinMax calibration; activations
+    ``"s8"`` or ``"u8"``, asymmetric either way, so the two differ by 128 in every zero point).
 
     ``weight_bits`` None: 8, or 7 when this host's kernels drift from the QDQ arithmetic with 8
     (module docstring); 8 or 7 forces it."""
@@ -235,6 +237,8 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration: np.
     fp32_path, int8_path = Path(fp32_path), Path(int8_path)
     if not fp32_path.is_file():
         raise ExportError(f"fp32 model not found: {fp32_path}")
+    if activations not in ("s8", "u8"):
+        raise ExportError(f"activations must be s8 or u8, got {activations!r}")
     if weight_bits not in (None, 7, 8):
         raise ExportError(f"weight_bits must be 7 or 8, got {weight_bits!r}")
     calib = np.asarray(calibration, dtype=np.float32)
@@ -261,7 +265,8 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration: np.
                     extra["OpTypesToExcludeOutputQuantization"] = sorted(FLOAT_OUTPUT_OPS)
                 quantize_static(
                     str(pre), str(out), _ArrayReader(_input_name(fp32_path), calib, batch=static_batch or 32),
-                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+                    quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8 if activations == "s8" else QuantType.QUInt8,
                     weight_type=QuantType.QInt8, per_channel=True, reduce_range=bits == 7,
                     calibrate_method=CalibrationMethod.MinMax, extra_options=extra,
                 )
