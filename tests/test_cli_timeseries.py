@@ -47,7 +47,7 @@ def ts_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
             code = main(["search", "--task", "timeseries", "--data", str(SHARED_TS / "JapaneseVowels"),
                          "--device", "onnxruntime-cpu", "--max-ram-kb", "64", "--runs-dir", str(base / "runs"),
-                         "--name", "jv", "--json", "--quiet", *TINY])
+                         "--name", "jv", "--json", "--quiet", "--set", "search.val_folds=2", *TINY])
     assert code == 0, err.getvalue()
     return base / "runs" / "timeseries" / "jv"
 
@@ -56,6 +56,11 @@ def ts_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_timeseries_search_ships_a_verified_bundle(ts_run: Path) -> None:
     m = json.loads((ts_run / "metrics.json").read_text())
     assert m["task"] == "timeseries"
+    # the architecture step validated 2-fold (search.val_folds): two supernets in the checkpoint
+    assert json.loads((ts_run / "config.json").read_text())["search"]["val_folds"] == 2
+    import torch
+
+    assert len(torch.load(ts_run / "checkpoints" / "search.pt", weights_only=False)["net"]) == 2
     dc = m["data_config"]
     assert dc["dims"] == 12 and dc["length"] == 26 and dc["padding"] in ("zero", "edge", "resample")
     assert m["budgets"]["ram"]["scope"] == "end-to-end" and m["budgets"]["ram"]["frontend"]["measured"] > 0
