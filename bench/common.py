@@ -147,6 +147,18 @@ def run_fixed_spec(p: Any, run: Any, spec: Any, search_s: float) -> dict[str, An
     return p.run_all()
 
 
+def edgenas_search(args: list[str], who: str) -> dict[str, Any]:
+    """``edgenas search ARGS --json --quiet`` as a user runs it (this venv's CLI); its metrics.
+    A failed run stops the benchmark with the CLI's last error line, named by ``who``."""
+    import subprocess
+
+    exe = str(Path(sys.executable).with_name("edgenas"))
+    res = subprocess.run([exe, "search", *args, "--json", "--quiet"], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SystemExit(f"{who}: edgenas search failed: {(res.stderr.strip().splitlines() or ['?'])[-1]}")
+    return json.loads(res.stdout)
+
+
 def pyplot() -> Any:
     try:
         import matplotlib

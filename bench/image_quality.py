@@ -49,7 +49,6 @@ from __future__ import annotations
 import json
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -87,11 +86,7 @@ METHOD_SETS = {"edgenas": SEARCH_SETS, "edgenas-fixed-res": SEARCH_SETS + FIXED_
 
 
 def _edgenas(args: list[str]) -> dict[str, Any]:
-    exe = str(Path(sys.executable).with_name("edgenas"))
-    res = subprocess.run([exe, "search", *args, "--json", "--quiet"], capture_output=True, text=True)
-    if res.returncode != 0:
-        raise SystemExit(f"image_quality: edgenas search failed: {(res.stderr.strip().splitlines() or ['?'])[-1]}")
-    return json.loads(res.stdout)
+    return common.edgenas_search(args, "image_quality")
 
 
 class Cell:

@@ -56,7 +56,6 @@ from __future__ import annotations
 import json
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -85,11 +84,7 @@ def log(msg: str) -> None:
 
 
 def _edgenas(args: list[str]) -> dict[str, Any]:
-    exe = str(Path(sys.executable).with_name("edgenas"))
-    res = subprocess.run([exe, "search", *args, "--json", "--quiet"], capture_output=True, text=True)
-    if res.returncode != 0:
-        raise SystemExit(f"ts_quality: edgenas search failed: {(res.stderr.strip().splitlines() or ['?'])[-1]}")
-    return json.loads(res.stdout)
+    return common.edgenas_search(args, "ts_quality")
 
 
 def data_dir(root: Path, name: str) -> Path:
@@ -497,8 +492,7 @@ def main() -> None:
                 need = set(methods) | ({"joint"} if "random" in methods else set())
                 if a.budget == "hand":
                     need.add("hand-tcn")  # the budget of the others: run first
-                order = [m for m in ("hand-tcn", *METHODS) if m in need]
-                order = list(dict.fromkeys(order))
+                order = list(dict.fromkeys(m for m in ("hand-tcn", *METHODS) if m in need))
                 hand = next((r for r in rows if _key(r) == (n, fold, "hand-tcn")), None)
                 cell = Cell(a, n, fold, hand)
                 for method in order:
