@@ -9,8 +9,10 @@ hash in the store).
   QuantizeLinear → DequantizeLinear → op (weights int8 with per-channel DequantizeLinear on
   axis 0, bias int32 with DequantizeLinear of scale in_scale·w_scale) → QuantizeLinear →
   DequantizeLinear → float output. ONNX Runtime fuses the middle into its integer kernels
-  (QLinearConv, QGemm, QLinearGlobalAveragePool), as in a whole quantized model. As in the
-  quantizer's output, a ReLU is not a node: the output QuantizeLinear's zero point −128 clamps it.
+  (QLinearConv, QGemm, QLinearGlobalAveragePool, QLinearAdd), as in a whole quantized model.
+  Activations have the integer type of :data:`export.onnx_export.ACTIVATIONS` (u8: ORT 1.32 on x86
+  leaves an s8 residual Add unfused), so zero points are :func:`act_zero_point`'s. As in the
+  quantizer's output, a ReLU is not a node: the output zero point at the type's minimum clamps it.
   The graph's input and output are float on purpose: with int8 graph inputs/outputs ONNX Runtime
   1.32 leaves DQ → Conv → Q unfused (float Conv), which would time the wrong kernel. The
   boundary Q/DQ (and, for conv, the NCHW↔NHWC transposes ORT adds around QLinearConv) are
@@ -35,6 +37,16 @@ FORMATS = ("onnx-fp32", "onnx-int8")
 OPSET = 18
 IR_VERSION = 9
 ACT_SCALE = 0.05
+
+
+def act_zero_point(relu: bool = False) -> np.ndarray:
+    """The zero point ``quantize_static`` gives an activation of scale :data:`ACT_SCALE` in the
+    export's activation type: a ReLU output sits at the type's minimum, a signed one mid-range."""
+    from edgenas.export.onnx_export import ACTIVATIONS
+
+    if ACTIVATIONS == "u8":
+        return np.array(0 if relu else 128, np.uint8)
+    return np.array(-128 if relu else 0, np.int8)
 
 
 def _check_fmt(fmt: str) -> None:
@@ -117,9 +129,9 @@ def micro_model(desc: LayerDesc, fmt: str = "onnx-fp32", *, explicit_pad: bool =
     x_scale = x_zp = y_scale = y_zp = ""
     if int8:
         x_scale = init("x_scale", np.array(ACT_SCALE, np.float32))
-        x_zp = init("x_zero_point", np.array(0, np.int8))
+        x_zp = init("x_zero_point", act_zero_point())
         y_scale = init("y_scale", np.array(ACT_SCALE, np.float32))
-        y_zp = init("y_zero_point", np.array(-128 if desc.activation in ("relu", "relu6") else 0, np.int8))
+        y_zp = init("y_zero_point", act_zero_point(desc.activation in ("relu", "relu6")))
 
     x = "x"
     if int8:
@@ -221,7 +233,7 @@ def empty_model(shape: Sequence[int], fmt: str = "onnx-fp32") -> Any:
     if fmt == "onnx-fp32":
         return _model([helper.make_node("Identity", ["x"], ["y"])], [x], [y], [], "empty")
     inits = [numpy_helper.from_array(np.array(ACT_SCALE, np.float32), "s"),
-             numpy_helper.from_array(np.array(0, np.int8), "z")]
+             numpy_helper.from_array(act_zero_point(), "z")]
     nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["x_q"]),
              helper.make_node("DequantizeLinear", ["x_q", "s", "z"], ["y"])]
     return _model(nodes, [x], [y], inits, "empty")
@@ -250,7 +262,7 @@ def chain_model(layers: Sequence[LayerDesc], fmt: str = "onnx-fp32", seed: int =
 
     def qdq(t: str, relu: bool) -> str:
         s = init(f"{t}_s", np.array(ACT_SCALE, np.float32))
-        z = init(f"{t}_z", np.array(-128 if relu else 0, np.int8))
+        z = init(f"{t}_z", act_zero_point(relu))
         nodes.append(helper.make_node("QuantizeLinear", [t, s, z], [f"{t}_q"]))
         nodes.append(helper.make_node("DequantizeLinear", [f"{t}_q", s, z], [f"{t}_dq"]))
         return f"{t}_dq"

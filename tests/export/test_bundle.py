@@ -163,9 +163,11 @@ def test_bundle_contents(made: dict[str, Any], inputs: dict[str, Any]) -> None:
     assert md["arch_spec"] == spec.to_dict() and md["run"] == "tiny" and md["accuracy"] == 0.9
     q = md["quantization"]
     assert q["onnx"]["scheme"] == "qdq" and q["tflite"]["scheme"] == "full-int8"
-    for fmt, side in (("onnx", "input"), ("tflite", "input"), ("tflite", "output")):
-        assert q[fmt][side]["scale"] > 0 and q[fmt][side]["dtype"] == "int8"
-        assert -128 <= q[fmt][side]["zero_point"] <= 127
+    # ONNX activations are uint8 (export.onnx_export.ACTIVATIONS), TFLite's int8
+    for fmt, side, dtype, lo, hi in (("onnx", "input", "uint8", 0, 255), ("tflite", "input", "int8", -128, 127),
+                                     ("tflite", "output", "int8", -128, 127)):
+        assert q[fmt][side]["scale"] > 0 and q[fmt][side]["dtype"] == dtype
+        assert lo <= q[fmt][side]["zero_point"] <= hi
     # the ONNX classifier's logits leave its QGemm as float (not requantized)
     assert q["onnx"]["output"] == {"dtype": "float32", "requantized": False, "op": "Gemm"}
     assert md["models"]["tflite"]["inputs"][0]["shape"] == [1, 49, 10, 1]

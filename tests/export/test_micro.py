@@ -105,3 +105,17 @@ def test_empty_model(fmt: str) -> None:
     onnx.checker.check_model(m)
     x = np.arange(8, dtype=np.float32).reshape(1, 8) * 0.05
     np.testing.assert_allclose(_session(m).run(None, {"x": x})[0], x, atol=0.03)
+
+
+def test_int8_add_is_fused_by_ort(tmp_path: Path) -> None:
+    """The residual add's micro-model runs as QLinearAdd: with the export's uint8 activations ONNX
+    Runtime 1.32 fuses it (with int8 ones it ran a float Add), so the table times the kernel a
+    quantized residual network runs."""
+    add = LayerDesc("add", "add", (16, 25, 5), (16, 25, 5), inputs=("", ""))
+    model = micro_model(add, "onnx-int8")
+    zps = [numpy_helper.to_array(i) for i in model.graph.initializer if i.name.endswith("zero_point")]
+    assert zps and all(z.dtype == np.uint8 for z in zps)
+    opt = tmp_path / "opt.onnx"
+    _session(model, opt)
+    ops = [n.op_type for n in onnx.load(str(opt)).graph.node]
+    assert "QLinearAdd" in ops and "Add" not in ops, ops

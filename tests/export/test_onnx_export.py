@@ -175,3 +175,24 @@ def test_export_keeps_training_mode(tmp_path: Path) -> None:
     model.eval()
     assert check_parity(model, path, np.random.default_rng(0).standard_normal((3, 1, 49, 10)).astype(np.float32)) < 1e-4
     assert torch.is_grad_enabled()
+
+
+def test_residual_net_runs_integer_kernels_with_u8_activations(tmp_path: Path) -> None:
+    """The reason activations are uint8 (module docstring): ONNX Runtime 1.32 on x86 leaves the
+    Conv and Add of an int8-activation residual network in float, and fuses them with uint8
+    activations; the two files compute the same outputs."""
+    from toy_nets import ToyTCN, randomize_bn
+
+    torch.manual_seed(0)
+    net = randomize_bn(ToyTCN(in_channels=4, channels=8, length=32, classes=3)).eval()
+    x = np.random.default_rng(0).standard_normal((64, 4, 32)).astype(np.float32)
+    fp32 = export_onnx_fp32(net, (1, 4, 32), tmp_path / "tcn.fp32.onnx", model_metadata())
+    files = {a: quantize_int8(fp32, tmp_path / f"tcn.{a}.onnx", x, activations=a) for a in ("s8", "u8")}
+    assert read_metadata(files["u8"])["activations"] == "u8"
+    assert set(runtime_float_kernels(files["s8"])) >= {"Add", "Conv"}
+    assert runtime_float_kernels(files["u8"]) == []
+    s8, u8, ref = run_onnx(files["s8"], x), run_onnx(files["u8"], x), run_onnx(fp32, x)
+    scale = float(np.abs(ref).max())
+    assert np.abs(u8 - s8).max() <= 0.05 * scale and (u8.argmax(1) == s8.argmax(1)).mean() >= 0.95
+    with pytest.raises(ExportError, match="s8 or u8"):
+        quantize_int8(fp32, tmp_path / "bad.onnx", x, activations="int4")
