@@ -58,7 +58,7 @@ class LatencyTable:
                 f" {self.device} (runtime {self.runtime_version}, {self.threads} threads);"
                 " run build_latency_table for it"
             ) from None
-        return max(entry - self.overhead_ms, self.floor_ms)
+        return max(entry - self.overhead_ms, self.floor_ms) * desc.calls  # per input (LayerDesc.calls)
 
     def model_ms(self, layers: Iterable[LayerDesc]) -> float:
         return self.overhead_ms + sum(self.layer_ms(d) for d in layers)

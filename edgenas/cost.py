@@ -88,7 +88,7 @@ class LayerCost:
 
 
 def macs(space: SearchSpace) -> LayerCost:
-    return LayerCost(space, "macs", "MACs", lambda d: float(d.macs))
+    return LayerCost(space, "macs", "MACs", lambda d: float(d.macs * d.calls))
 
 
 def params(space: SearchSpace) -> LayerCost:

@@ -186,6 +186,10 @@ class LayerDesc:
     the previous layer of the list (a chain). ``held`` is the int8 bytes of *other* tensors that stay
     live while this layer runs (a skip tensor waiting for its add): :func:`with_liveness` computes it
     from ``inputs``, and peak RAM adds it to the layer's own input and output.
+
+    ``calls`` is how often the layer runs per input (the tiles of a super-resolution frame): the
+    per-input costs (latency, Mult-Adds) multiply by it; per-call ones (RAM, flash, params) do not,
+    nor does :meth:`key`, so a latency table times one call.
     """
 
     name: str
@@ -202,6 +206,7 @@ class LayerDesc:
     dilation: tuple[int, int] = (1, 1)
     inputs: tuple[str, ...] = ()
     held: int = 0
+    calls: int = 1
 
     @property
     def pad_is_same(self) -> bool:

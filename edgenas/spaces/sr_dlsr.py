@@ -170,11 +170,9 @@ def bicubic_weight(channels: int, scale: int) -> torch.Tensor:
 # ---- layer descriptors ------------------------------------------------------------------------
 
 def _desc(data: SRConfig, **kw: Any) -> LayerDesc:
-    """Every LayerDesc of this space is made here: the one place that will set how often a layer
-    runs per input (``calls`` = the tiles per frame) once LayerDesc has that field."""
-    if "calls" in LayerDesc.__dataclass_fields__:  # LayerDesc gains ``calls: int = 1``
-        kw["calls"] = data.tiles_per_frame
-    return LayerDesc(**kw)
+    """Every LayerDesc of this space is made here: each runs once per tile, ``calls`` = the tiles
+    per frame, so per-frame costs (latency, Mult-Adds) multiply and per-tile ones (RAM) do not."""
+    return LayerDesc(calls=data.tiles_per_frame, **kw)
 
 
 def _conv(data: SRConfig, name: str, c_in: int, c_out: int, k: int, src: str, *, dilation: int = 1, groups: int = 1,

@@ -93,3 +93,15 @@ def test_measuring_many_layers(tmp_path: Path) -> None:
     with Store(tmp_path / "s.sqlite") as st:
         table = build_latency_table(OnnxRuntimeCPU(), layers, st, "onnx-int8")
     assert table.measured == 60 and len(table.entries) == 60  # its build time: timings.table_s of a calibration report
+
+
+def test_a_layer_run_per_tile_costs_each_call() -> None:
+    """``LayerDesc.calls`` (the tiles of a super-resolution frame): the table times one call under
+    one key, and a layer that runs k times per input costs k of them."""
+    from dataclasses import replace
+
+    d = LAYERS[0]
+    table = LatencyTable("dev", "1", 1, "onnx-fp32", {d.key(): 0.5}, overhead_ms=0.1)
+    tiled = replace(d, calls=6)
+    assert tiled.key() == d.key() and tiled in table
+    assert table.layer_ms(tiled) == pytest.approx(6 * table.layer_ms(d)) == pytest.approx(2.4)

@@ -172,7 +172,8 @@ def test_layers_by_hand() -> None:
             "b1.add": w * n, "b3.fuse": 2 * w * n, "b3.op0": w * n * w * 9, "b3.op1": w * n * w, "b3.add": w * n,
             "tail": 4 * n * w * 9, "bicubic": 4 * n * 25, "tail.add": 4 * n, "shuffle": 0}
     assert {d.name: d.macs for d in layers} == macs
-    assert cost.macs(space).cost(spec) == sum(macs.values()) == 3_691_008
+    assert sum(macs.values()) == 3_691_008 and all(d.calls == spec.data.tiles_per_frame == 12 for d in layers)
+    assert cost.macs(space).cost(spec) == 12 * 3_691_008  # Mult-Adds per frame: every tile runs the net
     # parameters: the LayerDescs count the fixed bicubic weights (4·25, no bias); the module trains the rest
     net = space.build(spec)
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
@@ -369,7 +370,8 @@ def test_an_edge_changes_the_graph_and_its_cost() -> None:
     assert fuse.inputs == ("b2.add", "head")
     t = off.data.tile_in
     body = 16 * t * t
-    assert cost.macs(space).cost(on) - cost.macs(space).cost(off) == body  # the fuse's one add per element
+    # the fuse's one add per element, in every tile of the frame (cost.macs is per frame)
+    assert cost.macs(space).cost(on) - cost.macs(space).cost(off) == body * off.data.tiles_per_frame
     # the head stays live through block 2: its second conv holds input, block input and head
     assert cost.peak_ram(space).cost(off) == 3 * body + t * t
     assert cost.peak_ram(space).cost(on) == 4 * body + t * t

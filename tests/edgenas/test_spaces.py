@@ -14,12 +14,15 @@ from edgenas.spaces import SPACES, build, get_space
 from edgenas.spaces.base import SearchSpace
 from edgenas.spaces.kws_dscnn import KWSDSCNNSpace, KWSSpaceConfig, same_pad
 from edgenas.spec import ArchSpec, DataConfig
-from edgenas.tasks import get_task
+from edgenas.tasks import TASKS, get_task
 
 from edgenas_toys import all_specs, random_specs, tiny_space, tiny_tcn_space
 
 NUM_CLASSES = 5
-ALL_SPACES = SPACES.names()
+# every registered space whose task is registered: the contract takes the example input and the
+# output shape from the task (sr-dlsr, registered when its own test module is imported, joins
+# once the sr task exists; until then tests/edgenas/test_space_sr_dlsr.py covers it)
+ALL_SPACES = [n for n in SPACES.names() if SPACES.get(n).task in TASKS.names()]
 
 
 @pytest.fixture(params=ALL_SPACES, scope="module")
