@@ -10,7 +10,7 @@ folded at export); symmetric padding goes into the conv, asymmetric padding is a
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -63,13 +63,16 @@ class GraphNet(nn.Module):
     """A network given as layer descriptors in execution order, each reading the outputs named by
     its ``inputs`` (the previous layer's when empty; "" is the network input): ``add`` sums them,
     ``concat`` joins them along channels, every other kind is :func:`layer_module`. The output is
-    the last layer's. Traces with ``torch.fx`` (the TFLite route) like a hand-written network."""
+    the last layer's (``make_layer`` builds the others: a space whose convs differ, e.g. biased and
+    without BatchNorm, passes its own). Traces with ``torch.fx`` (the TFLite route) like a
+    hand-written network."""
 
-    def __init__(self, layers: Sequence[LayerDesc]) -> None:
+    def __init__(self, layers: Sequence[LayerDesc], make_layer: Any = None) -> None:
         super().__init__()
+        make_layer = make_layer or layer_module
         self.descs = list(layers)
         self.names = [d.name for d in self.descs]
-        self.layers = nn.ModuleList(nn.Identity() if d.kind in ("add", "concat") else layer_module(d)
+        self.layers = nn.ModuleList(nn.Identity() if d.kind in ("add", "concat") else make_layer(d)
                                     for d in self.descs)
         index = {n: i for i, n in enumerate(self.names)}
         self.sources = [[i - 1] if not d.inputs else [-1 if n == "" else index[n] for n in d.inputs]

@@ -67,6 +67,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgenas.errors import ConfigError
+from edgenas.layers import GraphNet
 from edgenas.spaces.base import SPACES, ChoicePoint, Gates, LayerCostFn, Probs, SearchSpace, width_masks
 from edgenas.spaces.kws_dscnn import _mix
 from edgenas.spec import ArchSpec, LayerDesc, with_liveness
@@ -571,43 +572,21 @@ def _layer_module(desc: LayerDesc) -> nn.Module:
         return nn.Sequential(*mods)
     if desc.kind == "pixel_shuffle":
         return nn.PixelShuffle(desc.stride[0])
-    if desc.kind == "add":
-        return nn.Identity()
     raise ValueError(f"layer {desc.name}: unknown layer kind {desc.kind!r}")
 
 
-class SRNet(nn.Module):
-    """The plain network of one spec: its layer descriptors in execution order, each reading the
-    outputs its ``inputs`` name ("" = the network input), as :class:`edgenas.layers.GraphNet` but
+class SRNet(GraphNet):
+    """The plain network of one spec: a :class:`edgenas.layers.GraphNet` of its layer descriptors
     with biased convs and no BatchNorm. The ``bicubic`` conv carries the fixed bicubic weights and
     does not train (``requires_grad=False``; a plain ``nn.Conv2d`` so that ``torch.fx`` and the Keras
     rebuild see an ordinary layer). Traces with ``torch.fx``."""
 
     def __init__(self, layers: Sequence[LayerDesc], data: SRConfig) -> None:
-        super().__init__()
-        self.descs = list(layers)
-        self.names = [d.name for d in self.descs]
-        self.layers = nn.ModuleList(_layer_module(d) for d in self.descs)
-        index = {n: i for i, n in enumerate(self.names)}
-        self.sources = [[i - 1] if not d.inputs else [-1 if n == "" else index[n] for n in d.inputs]
-                        for i, d in enumerate(self.descs)]
-        fixed = self.layers[index["bicubic"]][0]
+        super().__init__(layers, _layer_module)
+        fixed = self.layers[self.names.index("bicubic")][0]
         with torch.no_grad():
             fixed.weight.copy_(bicubic_weight(data.channels, data.scale))
         fixed.weight.requires_grad_(False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outs: list[torch.Tensor] = []
-        for i, (d, layer) in enumerate(zip(self.descs, self.layers)):
-            args = [x if j < 0 else outs[j] for j in self.sources[i]]
-            if d.kind == "add":
-                y = args[0]
-                for a in args[1:]:
-                    y = y + a
-            else:
-                y = layer(args[0])
-            outs.append(y)
-        return outs[-1]
 
 
 class SRDLSRSupernet(nn.Module):
