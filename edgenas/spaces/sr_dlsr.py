@@ -29,7 +29,8 @@ board H = W = ``data.tile_in`` (the tile and its overlap on both sides). Every l
   (``shuffle``, PixelShuffle(s)). So the graph ends conv + conv + add + DEPTH_TO_SPACE, no TRANSPOSE.
 
 The bicubic residual. ``F.interpolate(x, scale_factor=s, mode="bicubic", align_corners=False)``
-(Keys' cubic, A = -0.75) gives output row s·i + r from the source coordinate
+(Keys' cubic; here A = -0.5, MATLAB's and Pillow's, which ``edgenas.datasets.sisr.bicubic_up`` uses for the
+bicubic baseline, where PyTorch's plain bicubic has -0.75) gives output row s·i + r from the source coordinate
 u = (s·i + r + ½)/s - ½ = i + δ_r, δ_r = (r + ½)/s - ½, with taps at ⌊u⌋-1 … ⌊u⌋+2 and weights
 W(t+1), W(t), W(1-t), W(2-t), t = u - ⌊u⌋. For s = 2: δ = -¼, ¼ (taps i-2…i+1 and i-1…i+2); s = 3:
 δ = -⅓, 0, ⅓ (δ = 0 is the identity tap); s = 4: δ = -⅜, -⅛, ⅛, ⅜. So every phase reads offsets
@@ -81,7 +82,7 @@ OPS: dict[str, tuple[int, int, bool] | None] = {
 EDGES = ("no", "yes")
 MAX_BLOCKS = 5  # the exact expected cost enumerates the network-level graphs: 2^(b(b-1)/2) edge sets
 BICUBIC_TAPS = 5  # offsets -2…+2 for every scale in SCALES
-BICUBIC_A = -0.75  # PyTorch's (and OpenCV's) cubic convolution coefficient
+BICUBIC_A = -0.5  # MATLAB imresize's (and Pillow's) cubic coefficient: the bicubic baseline of edgenas.datasets.sisr
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ def _cubic_weights(t: float) -> list[float]:
 
 def bicubic_taps(scale: int) -> np.ndarray:
     """[scale, 5]: row r is the 1-D filter of output phase r over input offsets -2…+2
-    (``interpolate(..., mode="bicubic", align_corners=False)`` away from the border)."""
+    (:func:`edgenas.datasets.sisr.bicubic_up`, the bicubic baseline, away from the border)."""
     taps = np.zeros((scale, BICUBIC_TAPS))
     for r in range(scale):
         u = (r + 0.5) / scale - 0.5  # source coordinate of output s·i + r, relative to i
