@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import random
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -178,6 +178,25 @@ class SearchSpace:
 
     def describe(self, spec: ArchSpec) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.selection(spec).items())
+
+
+def option_labels(name: str, values: Any, allowed: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The labels of a ``space.*`` option set (a sequence, or a comma-separated string as ``--set``
+    gives it): non-empty, no duplicates, and among ``allowed`` or positive integers (``allowed``
+    None); anything else is a one-line ConfigError."""
+    items = values.split(",") if isinstance(values, str) else [str(v) for v in values]
+    labels = tuple(t.strip().strip("[]'\" ") for t in items if t.strip().strip("[]'\" "))
+    if not labels:
+        raise ConfigError(f"space.{name} needs at least one option")
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"space.{name} has duplicate options: {values!r}")
+    if allowed is not None:
+        bad = [v for v in labels if v not in allowed]
+        if bad:
+            raise ConfigError(f"space.{name} options must be among {', '.join(allowed)}, got {bad}")
+    elif not all(v.isdigit() and int(v) > 0 and str(int(v)) == v for v in labels):
+        raise ConfigError(f"space.{name} options must be positive integers, got {values!r}")
+    return labels
 
 
 def width_masks(widths: list[int], cmax: int) -> torch.Tensor:

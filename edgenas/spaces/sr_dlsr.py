@@ -69,7 +69,7 @@ from torch import nn
 
 from edgenas.errors import ConfigError
 from edgenas.layers import GraphNet
-from edgenas.spaces.base import SPACES, ChoicePoint, Gates, LayerCostFn, Probs, SearchSpace, width_masks
+from edgenas.spaces.base import SPACES, ChoicePoint, option_labels, Gates, LayerCostFn, Probs, SearchSpace, width_masks
 from edgenas.spaces.kws_dscnn import _mix
 from edgenas.spec import ArchSpec, LayerDesc, with_liveness
 from edgenas.tasks.sr_config import COLOURS, SCALES, SRConfig
@@ -98,29 +98,6 @@ class SRDLSRSpaceConfig:
     layers_per_block: int = 2
     widths: str = "16,24,32"
     ops: str = "conv1x1,conv3x3,conv5x5,sep3x3,sep5x5,dil3x3,skip"
-
-
-def _labels(name: str, value: Any, allowed: Sequence[str] | None = None) -> tuple[str, ...]:
-    """The labels of a comma-separated option list (a sequence is taken as it is): non-empty, no
-    duplicates, among ``allowed`` or positive integers (``allowed`` None)."""
-    items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
-    labels = tuple(s.strip().strip("[]'\" ") for s in items if s.strip().strip("[]'\" "))
-    if not labels:
-        raise ConfigError(f"space.{name} needs at least one option")
-    if len(set(labels)) != len(labels):
-        raise ConfigError(f"space.{name} has duplicate options: {value!r}")
-    if allowed is not None:
-        bad = [v for v in labels if v not in allowed]
-        if bad:
-            raise ConfigError(f"space.{name} options must be among {', '.join(allowed)}, got {bad}")
-    else:
-        try:
-            ok = all(int(v) > 0 and str(int(v)) == v for v in labels)
-        except ValueError:
-            ok = False
-        if not ok:
-            raise ConfigError(f"space.{name} options must be positive integers, got {value!r}")
-    return labels
 
 
 def _frame(value: str) -> tuple[int, int]:
@@ -298,12 +275,12 @@ class SRDLSRSpace(SearchSpace):
         self.scale, self.overlap = int(cfg.scale), int(cfg.overlap)
         self.frame_w, self.frame_h = _frame(cfg.frame)
         self.n_blocks, self.per_block = int(cfg.max_blocks), int(cfg.layers_per_block)
-        self.colours = _labels("colours", cfg.colours, COLOURS)
-        tiles = _labels("tiles", cfg.tiles)
+        self.colours = option_labels("colours", cfg.colours, COLOURS)
+        tiles = option_labels("tiles", cfg.tiles)
         if min(int(t) for t in tiles) < 8:
             raise ConfigError(f"space.tiles must be ≥ 8 LR pixels, got {cfg.tiles!r}")
-        self.widths = [int(w) for w in _labels("widths", cfg.widths)]
-        self.ops = _labels("ops", cfg.ops, tuple(OPS))
+        self.widths = [int(w) for w in option_labels("widths", cfg.widths)]
+        self.ops = option_labels("ops", cfg.ops, tuple(OPS))
         data_points = [ChoicePoint("data.colour", self.colours, "data", sampled=True),
                        ChoicePoint("data.tile", tiles, "data", sampled=True)]
         arch_points = [ChoicePoint("width", tuple(str(w) for w in self.widths)),

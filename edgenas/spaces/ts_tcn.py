@@ -39,7 +39,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +47,7 @@ from torch import nn
 
 from edgenas.errors import ConfigError
 from edgenas.layers import GraphNet
-from edgenas.spaces.base import SPACES, ChoicePoint, Gates, LayerCostFn, Probs, SearchSpace, width_masks
+from edgenas.spaces.base import SPACES, ChoicePoint, option_labels, Gates, LayerCostFn, Probs, SearchSpace, width_masks
 from edgenas.spaces.kws_dscnn import _mix, data_input
 from edgenas.spec import ArchSpec, LayerDesc, same_pad, with_liveness
 from edgenas.tasks.timeseries import FACTORS, NORMS, PADDINGS, TSConfig
@@ -72,23 +72,6 @@ class TSTCNSpaceConfig:
     dilations: tuple[int, ...] = (1, 2, 4, 8)
     residuals: tuple[str, ...] = ("yes", "no")
     causal: tuple[str, ...] = ("no",)  # "no,yes" searches it; "yes" makes every network causal
-
-
-def _options(name: str, values: tuple[Any, ...], allowed: tuple[str, ...] | None = None) -> tuple[str, ...]:
-    """The labels of an option set: non-empty, no duplicates, and among ``allowed`` (labels) or
-    positive integers (``allowed`` None)."""
-    labels = tuple(str(v) for v in values)
-    if not labels:
-        raise ConfigError(f"space.{name} needs at least one option")
-    if len(set(labels)) != len(labels):
-        raise ConfigError(f"space.{name} has duplicate options: {list(values)}")
-    if allowed is not None:
-        bad = [v for v in labels if v not in allowed]
-        if bad:
-            raise ConfigError(f"space.{name} options must be among {', '.join(allowed)}, got {bad}")
-    elif any(isinstance(v, bool) or int(v) <= 0 for v in values):
-        raise ConfigError(f"space.{name} options must be positive integers, got {list(values)}")
-    return labels
 
 
 def _conv_pad(length: int, k: int, d: int, s: int, causal: bool) -> tuple[int, int, int]:
@@ -119,21 +102,21 @@ class TSTCNSpace(SearchSpace):
         self.cfg = cfg
         self.dims, self.length, self.equal_length = int(dims), int(length), bool(equal_length)
         data_points = [
-            ChoicePoint("data.length", _options("factors", cfg.factors, tuple(FACTORS)), "data", sampled=True),
-            ChoicePoint("data.norm", _options("norms", cfg.norms, NORMS), "data", sampled=True),
+            ChoicePoint("data.length", option_labels("factors", cfg.factors, tuple(FACTORS)), "data", sampled=True),
+            ChoicePoint("data.norm", option_labels("norms", cfg.norms, NORMS), "data", sampled=True),
         ]
         if not self.equal_length:
-            data_points.append(ChoicePoint("data.padding", _options("paddings", cfg.paddings, PADDINGS), "data",
+            data_points.append(ChoicePoint("data.padding", option_labels("paddings", cfg.paddings, PADDINGS), "data",
                                            sampled=True))
-        widths = _options("widths", cfg.widths)
+        widths = option_labels("widths", cfg.widths)
         arch_points = [
-            ChoicePoint("causal", _options("causal", cfg.causal, CAUSAL)),
-            ChoicePoint("stem.kernel", _options("stem_kernels", cfg.stem_kernels)),
-            ChoicePoint("stem.stride", _options("stem_strides", cfg.stem_strides), sampled=True),
+            ChoicePoint("causal", option_labels("causal", cfg.causal, CAUSAL)),
+            ChoicePoint("stem.kernel", option_labels("stem_kernels", cfg.stem_kernels)),
+            ChoicePoint("stem.stride", option_labels("stem_strides", cfg.stem_strides), sampled=True),
             ChoicePoint("stem.width", widths),
         ]
-        kernels, dilations = _options("kernels", cfg.kernels), _options("dilations", cfg.dilations)
-        residuals = _options("residuals", cfg.residuals, RESIDUALS)
+        kernels, dilations = option_labels("kernels", cfg.kernels), option_labels("dilations", cfg.dilations)
+        residuals = option_labels("residuals", cfg.residuals, RESIDUALS)
         for i in range(cfg.n_blocks):
             arch_points += [ChoicePoint(f"block{i}.depth", DEPTHS),
                             ChoicePoint(f"block{i}.kernel", kernels),
