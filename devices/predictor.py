@@ -67,7 +67,9 @@ def layer_group(d: LayerDesc) -> str:
 def layer_features(d: LayerDesc, table: Table) -> np.ndarray:
     c_in, h_in, w_in = d.in_shape
     c_out, h_out, w_out = d.out_shape
-    return np.array([table.layer_ms(d), d.macs / 1e6, (c_in * h_in * w_in + c_out * h_out * w_out) / 1e4, 1.0])
+    # per input, as the table's time (LayerDesc.calls: a layer run once per tile counts each run)
+    per_call = np.array([d.macs / 1e6, (c_in * h_in * w_in + c_out * h_out * w_out) / 1e4, 1.0])
+    return np.concatenate([[table.layer_ms(d)], d.calls * per_call])
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ folded at export); symmetric padding goes into the conv, asymmetric padding is a
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -67,7 +67,8 @@ class GraphNet(nn.Module):
     without BatchNorm, passes its own). Traces with ``torch.fx`` (the TFLite route) like a
     hand-written network."""
 
-    def __init__(self, layers: Sequence[LayerDesc], make_layer: Any = None) -> None:
+    def __init__(self, layers: Sequence[LayerDesc],
+                 make_layer: Callable[[LayerDesc], nn.Module] | None = None) -> None:
         super().__init__()
         make_layer = make_layer or layer_module
         self.descs = list(layers)

@@ -69,7 +69,8 @@ from torch import nn
 
 from edgenas.errors import ConfigError
 from edgenas.layers import GraphNet
-from edgenas.spaces.base import SPACES, ChoicePoint, option_labels, Gates, LayerCostFn, Probs, SearchSpace, width_masks
+from edgenas.spaces.base import (SPACES, ChoicePoint, Gates, LayerCostFn, Probs, SearchSpace, option_labels,
+                                 width_masks)
 from edgenas.spaces.kws_dscnn import _mix
 from edgenas.spec import ArchSpec, LayerDesc, with_liveness
 from edgenas.tasks.sr_config import COLOURS, SCALES, SRConfig

@@ -150,3 +150,15 @@ def test_margin_raises_both_faces(space):
     assert float(safe.expected_cost(probs)) == pytest.approx(1.1 * float(plain.expected_cost(probs)), rel=1e-6)
     e = errors([1.0, 1.0, 1.0], [1.2, 0.9, 1.0])
     assert e["underprediction_p90"] == pytest.approx(0.16, abs=0.01)
+
+
+def test_layer_features_count_every_call() -> None:
+    """A layer run once per tile (``LayerDesc.calls``) has per-input features: each is k times the
+    single call's, the table's time included, so the predictor sees what a frame costs."""
+    from dataclasses import replace
+
+    from edgenas.spec import LayerDesc
+
+    d = LayerDesc("c", "conv2d", (8, 16, 16), (8, 16, 16), (3, 3), (1, 1), (1, 1, 1, 1), 1, "relu")
+    table = LatencyTable("dev", "1", 1, "onnx-int8", {d.key(): 0.3}, overhead_ms=0.1)
+    np.testing.assert_allclose(layer_features(replace(d, calls=5), table), 5 * layer_features(d, table))
