@@ -31,14 +31,18 @@ class Metric:
     name: str
     higher_is_better: bool = True
     fidelity: str = "argmax agreement"
+    unit: str = ""  # "" = a fraction shown as a percentage; else a unit such as "dB"
 
 
 @dataclass(frozen=True)
 class Split:
-    """One split as the model sees it: inputs ``x`` [N, C, H, W] float32 and targets ``y``."""
+    """One split as the model sees it: inputs ``x`` [N, C, H, W] float32 and targets ``y``;
+    ``groups`` (optional, [N] int) says which source item each example is a part of, where the
+    task scores items rather than examples (the tiles of a super-resolution test image)."""
 
     x: np.ndarray
     y: np.ndarray
+    groups: np.ndarray | None = None
 
 
 class FrontEnd:
@@ -182,6 +186,20 @@ class Task:
         """Sum over the batch of the per-example metric (the metric is ``hits / N``)."""
         raise NotImplementedError
 
+    def score(self, out: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> float:
+        """The metric of a whole split's outputs (NaN when empty): ``hits / N`` unless the task
+        scores ``groups`` of examples as one item (super-resolution: a test image's tiles)."""
+        import torch
+
+        if len(y) == 0:
+            return float("nan")
+        return float(self.hits(torch.as_tensor(np.asarray(out)), torch.as_tensor(np.asarray(y)))) / len(y)
+
+    def fidelity(self, out: np.ndarray, ref: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> float:
+        """How closely a deployed file's outputs ``out`` follow the fp32 PyTorch outputs ``ref``
+        (:attr:`Metric.fidelity` says what the number is)."""
+        raise NotImplementedError
+
 
 class Classification(Task):
     """Cross-entropy loss, accuracy (argmax = label), int8 fidelity as argmax agreement."""
@@ -195,6 +213,16 @@ class Classification(Task):
 
     def hits(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return (out.argmax(1) == y).sum()
+
+    def fidelity(self, out: np.ndarray, ref: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> float:
+        """The fraction of examples whose argmax equals fp32 PyTorch's."""
+        return float((np.asarray(out).argmax(1) == np.asarray(ref).argmax(1)).mean()) if len(ref) else float("nan")
+
+
+def calls_per_input(data: Any) -> int:
+    """How often the model runs per raw input of data configuration ``data`` (a super-resolution
+    frame's tiles; 1 for every other task): per-input latency is per-call latency × this."""
+    return int(getattr(data, "calls_per_input", 1))
 
 
 TASKS: Registry[type[Task]] = Registry("task")

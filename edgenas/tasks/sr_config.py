@@ -61,6 +61,11 @@ class SRConfig:
         return math.ceil(self.frame_w / self.tile) * math.ceil(self.frame_h / self.tile)
 
     @property
+    def calls_per_input(self) -> int:
+        """Model calls per raw input (a frame): its tiles (:func:`edgenas.tasks.calls_per_input`)."""
+        return self.tiles_per_frame
+
+    @property
     def feature_shape(self) -> tuple[int, int]:
         return (self.tile_in, self.tile_in)
 

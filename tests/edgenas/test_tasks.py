@@ -73,6 +73,28 @@ def test_classification_objective_is_cross_entropy_and_accuracy() -> None:
     assert task.metric.name == "accuracy" and task.metric.higher_is_better
 
 
+def test_classification_scores_a_split_and_judges_fidelity_by_argmax() -> None:
+    task = get_task("kws")
+    out = np.array([[2.0, 0.0, -1.0], [0.0, 3.0, 0.0], [1.0, 0.0, 0.5]], np.float32)
+    y = np.array([0, 1, 2])
+    assert task.score(out, y) == pytest.approx(2 / 3)
+    assert np.isnan(task.score(out[:0], y[:0]))
+    ref = out.copy()
+    ref[2] = [0.0, 0.0, 1.0]  # fp32 says class 2 for the last example; the file says class 0
+    assert task.fidelity(out, ref, y) == pytest.approx(2 / 3)
+    assert task.fidelity(out, out, y) == 1.0
+
+
+def test_calls_per_input_is_the_tiles_of_a_frame_and_one_elsewhere() -> None:
+    from edgenas.spec import DataConfig
+    from edgenas.tasks import calls_per_input
+    from edgenas.tasks.sr_config import SRConfig
+
+    assert calls_per_input(DataConfig()) == 1
+    cfg = SRConfig(tile=32, frame_w=320, frame_h=240)
+    assert calls_per_input(cfg) == cfg.tiles_per_frame == 10 * 8
+
+
 @pytest.mark.parametrize("stored", STORED, ids=[s["hash"] for s in STORED])
 def test_stored_kws_spec_keeps_its_hash(stored: dict, tmp_path: Path) -> None:
     spec = ArchSpec.from_dict(stored["spec"])
