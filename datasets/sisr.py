@@ -407,23 +407,53 @@ def tile_grid(h: int, w: int, tile: int, overlap: int) -> list[tuple[int, int]]:
     return [(y, x) for y in range(0, h, tile) for x in range(0, w, tile)]
 
 
-def run_tiled(fn: Callable[[np.ndarray], np.ndarray], lr_chw: np.ndarray, tile: int, overlap: int, scale: int,
-              batch: int = 16) -> np.ndarray:
-    """Upscale a whole LR image [C, h, w] with a fixed-shape model ``fn``: [B, C, t, t] float32 →
-    [B, C', t·scale, t·scale] (t = tile + 2·overlap), run on the tiles of :func:`tile_grid` (at
-    most ``batch`` at a time) of the image edge-padded by ``overlap`` on every side (and to whole
-    tiles at the bottom and right); the central tile·scale square of each output is kept and the
-    stitched result cropped to [C', h·scale, w·scale]."""
+def tile_inputs(lr_chw: np.ndarray, tile: int, overlap: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The model inputs of a whole LR image [C, h, w]: (tiles [n, C, t, t], their LR origins), t =
+    tile + 2·overlap, in :func:`tile_grid` order, cut from the image edge-padded by ``overlap`` on
+    every side (and to whole tiles at the bottom and right), as the board cuts them."""
     c, h, w = lr_chw.shape
     origins = tile_grid(h, w, tile, overlap)
     rows, cols = math.ceil(h / tile), math.ceil(w / tile)
+    o, t = overlap, tile + 2 * overlap
+    padded = np.pad(np.asarray(lr_chw), ((0, 0), (o, o + rows * tile - h), (o, o + cols * tile - w)), mode="edge")
+    return np.stack([padded[:, y:y + t, x:x + t] for y, x in origins]), origins
+
+
+def tile_targets(hr_chw: np.ndarray, tile: int, overlap: int, scale: int, shave: int) -> np.ndarray:
+    """The HR target of every tile of :func:`tile_inputs` ([n, C, t·s, t·s] float32): the HR pixels
+    that tile's kept centre covers, NaN elsewhere (the overlap, past the image, and ``shave`` px
+    at the image border), so a metric over the non-NaN pixels of all tiles of an image is the
+    metric of the stitched image."""
+    c, hh, ww = hr_chw.shape
+    s, o, t = scale, overlap, tile + 2 * overlap
+    h, w = hh // s, ww // s
+    origins = tile_grid(h, w, tile, overlap)
+    rows, cols = math.ceil(h / tile), math.ceil(w / tile)
+    canvas = np.full((c, rows * tile * s, cols * tile * s), np.nan, dtype=np.float32)
+    canvas[:, :hh, :ww] = hr_chw
+    if shave:
+        canvas[:, :shave], canvas[:, hh - shave:hh] = np.nan, np.nan
+        canvas[:, :, :shave], canvas[:, :, ww - shave:ww] = np.nan, np.nan
+    out = np.full((len(origins), c, t * s, t * s), np.nan, dtype=np.float32)
+    for k, (y, x) in enumerate(origins):
+        out[k, :, o * s:(o + tile) * s, o * s:(o + tile) * s] = canvas[:, y * s:(y + tile) * s, x * s:(x + tile) * s]
+    return out
+
+
+def run_tiled(fn: Callable[[np.ndarray], np.ndarray], lr_chw: np.ndarray, tile: int, overlap: int, scale: int,
+              batch: int = 16) -> np.ndarray:
+    """Upscale a whole LR image [C, h, w] with a fixed-shape model ``fn``: [B, C, t, t] float32 →
+    [B, C', t·scale, t·scale] (t = tile + 2·overlap), run on the tiles of :func:`tile_inputs` (at
+    most ``batch`` at a time); the central tile·scale square of each output is kept and the
+    stitched result cropped to [C', h·scale, w·scale]."""
+    c, h, w = lr_chw.shape
+    tiles, origins = tile_inputs(np.asarray(lr_chw, dtype=np.float32), tile, overlap)
+    rows, cols = math.ceil(h / tile), math.ceil(w / tile)
     o, t, s = overlap, tile + 2 * overlap, scale
-    padded = np.pad(np.asarray(lr_chw, dtype=np.float32),
-                    ((0, 0), (o, o + rows * tile - h), (o, o + cols * tile - w)), mode="edge")
     canvas: np.ndarray | None = None
     for start in range(0, len(origins), batch):
         part = origins[start:start + batch]
-        out = np.asarray(fn(np.stack([padded[:, y:y + t, x:x + t] for y, x in part])))
+        out = np.asarray(fn(tiles[start:start + batch]))
         if out.ndim != 4 or out.shape[0] != len(part) or out.shape[2:] != (t * s, t * s):
             raise ValueError(f"the tile model returned shape {out.shape} for {len(part)} tiles of {t}x{t} px; "
                              f"expected [{len(part)}, C, {t * s}, {t * s}]")
@@ -438,5 +468,5 @@ def run_tiled(fn: Callable[[np.ndarray], np.ndarray], lr_chw: np.ndarray, tile: 
 
 __all__ = ["HR_EXTS", "bicubic_down", "bicubic_up", "dihedral", "list_images", "load_hr_images", "lr_hr_pair",
            "mod_crop", "psnr", "read_hr", "resolve_splits", "rgb_to_y", "rgb_to_ycbcr", "run_tiled",
-           "sample_patches", "split_images", "ssim", "tile_grid", "to_chw_float", "to_uint8_hwc",
+           "sample_patches", "split_images", "ssim", "tile_grid", "tile_inputs", "tile_targets", "to_chw_float", "to_uint8_hwc",
            "ycbcr_to_rgb"]

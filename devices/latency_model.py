@@ -32,6 +32,7 @@ from edgenas.events import EventSink, null_sink, progress
 from edgenas.spaces.base import Probs, SearchSpace
 from edgenas.spec import ArchSpec
 from edgenas.store import Store
+from edgenas.tasks import calls_per_input
 
 
 @dataclass
@@ -56,11 +57,17 @@ class MeasuredLatency:
     def __post_init__(self) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="edgenas-chain-")
         self._layer_ms = self.table.layer_ms  # one object: the space caches cost tables per function
+        self._calls = torch.tensor([float(calls_per_input(d)) for d in self.space.data_configs()])
 
     def table_ms(self, spec: ArchSpec) -> float:
         return self.table.model_ms(self.space.layers(spec))
 
     def cost(self, spec: ArchSpec) -> float:
+        """Per input: one measured call × the calls per input (a super-resolution frame's tiles)."""
+        return self.call_cost(spec) * calls_per_input(spec.data)
+
+    def call_cost(self, spec: ArchSpec) -> float:
+        """The measured latency of one call of the spec's network."""
         key = spec.hash()
         if key not in self._cache:
             from edgenas.export.micro import save_chain_model
@@ -75,10 +82,12 @@ class MeasuredLatency:
 
     def expected_cost(self, probs: Probs) -> torch.Tensor:
         slots = self.space.expected_layer_costs(probs, self._layer_ms)
-        return self.a + self.b * (slots.sum() + self.table.overhead_ms)
+        calls = (self.space.data_probs(probs) * self._calls).sum()  # expected calls per input
+        return self.a * calls + self.b * (slots.sum() + self.table.overhead_ms * calls)
 
     def fit(self, n_samples: int = 40, seed: int = 0) -> dict[str, Any]:
-        """Fit ``measured ≈ a + b · table`` on sampled specs (plus the cheapest ones)."""
+        """Fit ``measured ≈ a + b · table`` per call on sampled specs (plus the cheapest ones): per
+        input, ``calls · a + b · table`` (the table's time is per input, :class:`LatencyTable`)."""
         rng = random.Random(seed)
         cheap = list(self.space.cheapest_candidates())
         specs = rng.sample(cheap, min(len(cheap), max(2, n_samples // 5)))
@@ -86,8 +95,8 @@ class MeasuredLatency:
         xs, ys = [], []
         with progress(self.sink or null_sink, f"latency model: whole networks on {self.device.name}", len(specs)) as tick:
             for s in specs:
-                xs.append(self.table_ms(s))
-                ys.append(self.cost(s))
+                xs.append(self.table_ms(s) / calls_per_input(s.data))
+                ys.append(self.call_cost(s))
                 tick(1)
         x, y = np.array(xs), np.array(ys)
         b, a = np.polyfit(x, y, 1)

@@ -61,7 +61,9 @@ class LatencyTable:
         return max(entry - self.overhead_ms, self.floor_ms) * desc.calls  # per input (LayerDesc.calls)
 
     def model_ms(self, layers: Iterable[LayerDesc]) -> float:
-        return self.overhead_ms + sum(self.layer_ms(d) for d in layers)
+        """Per input: the layers' times plus the per-call overhead once per call (LayerDesc.calls)."""
+        layers = list(layers)
+        return self.overhead_ms * (layers[0].calls if layers else 1) + sum(self.layer_ms(d) for d in layers)
 
 
 def load_latency_table(device: Device, store: Store, fmt: str, stat: str = "median") -> LatencyTable:

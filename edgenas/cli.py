@@ -33,6 +33,10 @@ examples:
       image folders (train/ val/ [test/]); input resolution and colour searched with the network
   edgenas search --task image --data cifar10 --set 'space.resolutions=[24,32]'
       the CIFAR-10 archive (downloaded once), two resolutions
+  edgenas search --task sr --scale 2 --data ../shared/data/sisr --device litert-cpu --frame 320x240
+      --max-latency-ms 60 --max-ram-kb 512
+      super-resolution (train BSD68, val Set14, test Set5): colour (Y/RGB) and tile searched with a
+      DLSR-style cell + network; latency per frame as tiled, RAM per tile
 """
 
 
@@ -116,6 +120,9 @@ def _search_parser(sub: Any) -> None:
     p.add_argument("--layout", help="dataset layout: auto (default), fsdd, speech_commands, csv (a CSV manifest), synthetic")
     p.add_argument("--test-speakers", type=_csv, help="comma-separated speakers held out as the test split (FSDD)")
     p.add_argument("--val-speakers", type=_csv, help="comma-separated speakers used as the validation split")
+    p.add_argument("--scale", type=int, help="sr: the upscaling factor, 2, 3 or 4 (default 2; space.scale)")
+    p.add_argument("--frame", help="sr: the LR frame the budgets are for, WxH pixels (default 320x240; space.frame): "
+                                   "latency per frame as tiled, peak RAM of one tile")
     p.add_argument("--max-latency-ms", type=float, help="latency budget on the device, ms (front end + int8 model; see --budget-scope)")
     p.add_argument("--max-ram-kb", type=float, help="peak RAM budget, KiB (front end's float buffers + the int8 model's activations)")
     p.add_argument("--max-flash-kb", type=float, help="flash budget, KiB (front-end file + int8 model file)")
@@ -145,7 +152,7 @@ def _flags(a: argparse.Namespace) -> dict[str, Any]:
              "test_speakers": "test_speakers", "val_speakers": "val_speakers", "max_latency_ms": "max_latency_ms",
              "max_ram_kb": "max_ram_kb", "max_flash_kb": "max_flash_kb", "epochs": "train.epochs",
              "search_epochs": "search.epochs", "strategy": "search.strategy", "seed": "seed", "latency_stat": "measure.latency_stat",
-             "budget_scope": "budget_scope"}
+             "budget_scope": "budget_scope", "scale": "space.scale", "frame": "space.frame"}
     for attr, key in pairs.items():
         v = getattr(a, attr)
         if v is not None:

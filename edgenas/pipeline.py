@@ -32,7 +32,7 @@ from edgenas.search import SearchResult, SplitTensors, run_search
 from edgenas.spaces import get_space
 from edgenas.spaces.base import SearchSpace
 from edgenas.spec import ArchSpec
-from edgenas.tasks import Task, get_task
+from edgenas.tasks import Task, calls_per_input, get_task
 from edgenas.train import evaluate, train_model
 
 log = logging.getLogger("edgenas.pipeline")
@@ -129,7 +129,9 @@ class Pipeline:
         norm = self.norm_stats(data_cfg)
         if norm is not None:
             x = self.task.normalize(x, norm)
-        return SplitTensors(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(sp.y).long())
+        y = torch.from_numpy(np.ascontiguousarray(sp.y))
+        return SplitTensors(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+                            y.long() if not y.is_floating_point() else y.float(), sp.groups)
 
     @property
     def latency_fmt(self) -> str:
@@ -280,7 +282,11 @@ class Pipeline:
         if not self.end_to_end:
             return model
         what = {"latency": "latency_ms", "ram": "ram_bytes", "flash": "flash_bytes"}[name]
-        return cost.EndToEnd(self.space, model, self.frontend_table().values(what))
+        values = self.frontend_table().values(what)
+        if name == "latency":  # per input: the front end runs once per model call (an SR frame's tiles)
+            values = {d.key(): values[d.key()] * calls_per_input(d) for d in self.space.data_configs()
+                      if d.key() in values}
+        return cost.EndToEnd(self.space, model, values)
 
     def constraints(self) -> list[Constraint]:
         cfg, space = self.cfg, self.space
@@ -385,7 +391,7 @@ class Pipeline:
             est["latency_table_ms"] = self.latency_model().table_ms(spec)
         if self.end_to_end:
             fe = self.frontend_table().get(spec.data)
-            est.update(frontend_latency_ms=fe.latency_ms, frontend_ram_bytes=fe.ram_bytes,
+            est.update(frontend_latency_ms=fe.latency_ms * calls_per_input(spec.data), frontend_ram_bytes=fe.ram_bytes,
                        frontend_flash_bytes=fe.flash_bytes)
         return est
 
@@ -414,19 +420,25 @@ class Pipeline:
         out: dict[str, Any] = {"train_examples": len(y), "test_examples": len(te.y), "seconds": info["seconds"],
                                "final_train_acc": info["history"][-1]["train_acc"] if info["history"] else None}
         if cfg.train.qat_epochs > 0:
-            out["test_acc_fp32_torch_before_qat"] = evaluate(model, te.x, te.y, self.task)
+            out["test_acc_fp32_torch_before_qat"] = evaluate(model, te.x, te.y, self.task, te.groups)
             qinfo = qat_finetune(model, x, y, cfg.train, self.task, seed=cfg.seed,
                                  checkpoint=self.run.file("checkpoints/qat.pt"), sink=self.sink, eval_set=eval_set)
             out["qat_seconds"] = qinfo["seconds"]
         torch.save(model.state_dict(), self.run.file("model.pt.tmp"))
         self.run.file("model.pt.tmp").replace(self.run.file("model.pt"))
-        out["test_acc_fp32_torch"] = evaluate(model, te.x, te.y, self.task)
+        out["test_acc_fp32_torch"] = evaluate(model, te.x, te.y, self.task, te.groups)
         return out
 
     def load_model(self, spec: ArchSpec) -> torch.nn.Module:
         model = self.space.build(spec)
         model.load_state_dict(torch.load(self.run.file("model.pt"), weights_only=True))
         return model.eval()
+
+    def calibration(self, data_cfg: Any) -> np.ndarray:
+        """The int8 calibration inputs of ``data_cfg``, standardised as the model sees them."""
+        x = self.task.calibration_inputs(self.dataset, data_cfg, cache_dir=self.cache_dir, sink=self.sink)
+        norm = self.norm_stats(data_cfg)
+        return np.ascontiguousarray(self.task.normalize(x, norm) if norm is not None else x, dtype=np.float32)
 
     def export_formats(self) -> list[str]:
         """ONNX always; TFLite when TensorFlow is installed (or the device runs TFLite, then it must be)."""
@@ -452,9 +464,9 @@ class Pipeline:
         except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:
             raise EdgenasError(f"cannot load {self.run.file('model.pt')}: "
                                f"{(str(e).strip().splitlines() or [type(e).__name__])[0]}") from None
-        te, tr = self.features("test", spec.data), self.features("train", spec.data)
-        job = ExportJob(model=model, spec=spec, out_dir=self.run.file("export"), calibration=tr.x.numpy(),
-                        test_x=te.x.numpy(), test_y=te.y.numpy(),
+        te = self.features("test", spec.data)
+        job = ExportJob(model=model, spec=spec, out_dir=self.run.file("export"), calibration=self.calibration(spec.data),
+                        test_x=te.x.numpy(), test_y=te.y.numpy(), test_groups=te.groups,
                         test_raw=self.task.raw_split(self.dataset, "test", spec.data, cache_dir=self.cache_dir,
                                                      sink=self.sink),
                         estimates=self.estimates(spec, latency=False), formats=formats or self.export_formats(),
@@ -488,7 +500,9 @@ class Pipeline:
         m = self.cfg.measure
         fmt = self.device.artifact_format
         models = self.run.result("export")["models"]
-        out: dict[str, Any] = {"device": self.cfg.device, "device_info": self.device.info(), "format": fmt}
+        calls = calls_per_input(spec.data)  # latencies are per input: per call × the calls (an SR frame's tiles)
+        out: dict[str, Any] = {"device": self.cfg.device, "device_info": self.device.info(), "format": fmt,
+                               "calls_per_input": calls}
         report = self.run.read_json("export/report.json")
         front_ms = 0.0
         fe = (self.run.result("export").get("frontend") or {}).get(fmt)
@@ -499,10 +513,10 @@ class Pipeline:
             meas = measure_cached(self.device, self.store, path, kind="frontend", fmt=f"{fmt}-fp32", runs=m.runs,
                                   warmup=m.warmup, loads=self.loads)
             ram, flash = file_memory(path)
-            out["frontend"] = {"file": fe["file"], "latency": meas.to_dict(), "latency_stat_ms": meas.stat(self.latency_stat),
-                               "latency_stat": self.latency_stat, "loads": self.loads, "flash_bytes": flash,
-                               "peak_activation_bytes": ram}
-            front_ms = meas.stat(self.latency_stat) if self.end_to_end else 0.0
+            out["frontend"] = {"file": fe["file"], "latency": meas.to_dict(),
+                               "latency_stat_ms": meas.stat(self.latency_stat) * calls, "latency_stat": self.latency_stat,
+                               "loads": self.loads, "flash_bytes": flash, "peak_activation_bytes": ram}
+            front_ms = out["frontend"]["latency_stat_ms"] if self.end_to_end else 0.0
         elif self.end_to_end:
             raise EdgenasError(f"the {fmt} front end failed verification and is not shipped, so the end-to-end budgets "
                                "cannot be measured: " + "; ".join((fe or {}).get("failures") or ["not exported"]))
@@ -516,13 +530,13 @@ class Pipeline:
             if key == m.latency_quant:  # the model the latency budget is checked on
                 # the model's share of the budget (0: no budget; when the front end alone is over
                 # it, any model is over its share and is confirmed like any over-budget figure)
-                limit = max(self.cfg.max_latency_ms - front_ms, 1e-9) if self.cfg.max_latency_ms > 0 else 0.0
+                limit = max(self.cfg.max_latency_ms - front_ms, 1e-9) / calls if self.cfg.max_latency_ms > 0 else 0.0
                 meas, passes = measure_confirmed(self.device, self.store, path, limit_ms=limit,
                                                  stat=self.latency_stat, confirm=m.confirm, **kw)
             else:
                 meas, passes = measure_cached(self.device, self.store, path, **kw), []
             ver = report["models"][f"{fmt}-{key}"]["verification"]
-            out[key] = {"file": rec["file"], "latency": meas.to_dict(), "latency_stat_ms": meas.stat(self.latency_stat),
+            out[key] = {"file": rec["file"], "latency": meas.to_dict(), "latency_stat_ms": meas.stat(self.latency_stat) * calls,
                         "latency_stat": self.latency_stat, "loads": self.loads, "flash_bytes": ver["flash_bytes"],
                         "peak_activation_bytes": ver["peak_activation_bytes"], "weight_bytes": ver["weight_bytes"]}
             if len(passes) > 1:
@@ -531,10 +545,10 @@ class Pipeline:
         if self.end_to_end and budget > 0 and front_ms + model_ms > budget:
             # over end to end: the front end's figure is confirmed like the model's (its lowest pass)
             path = self.run.file("export") / out["frontend"]["file"]
-            meas, passes = measure_confirmed(self.device, self.store, path, limit_ms=max(budget - model_ms, 1e-9),
+            meas, passes = measure_confirmed(self.device, self.store, path, limit_ms=max(budget - model_ms, 1e-9) / calls,
                                              stat=self.latency_stat, confirm=m.confirm, fmt=f"{fmt}-fp32",
                                              runs=m.runs, warmup=m.warmup, loads=self.loads, kind="frontend")
-            out["frontend"].update(latency=meas.to_dict(), latency_stat_ms=meas.stat(self.latency_stat))
+            out["frontend"].update(latency=meas.to_dict(), latency_stat_ms=meas.stat(self.latency_stat) * calls)
             if len(passes) > 1:
                 out["frontend"]["latency_passes_ms"] = passes
         return out

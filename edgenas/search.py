@@ -84,8 +84,9 @@ class SearchConfig:
 
 @dataclass
 class SplitTensors:
-    x: torch.Tensor  # [N, 1, T, F]
-    y: torch.Tensor  # [N]
+    x: torch.Tensor  # [N, C, H, W]
+    y: torch.Tensor  # [N] class labels, or [N, C', H', W'] targets (super-resolution)
+    groups: Any = None  # [N] int (numpy): the item each example is part of (Split.groups), or None
 
 
 @dataclass

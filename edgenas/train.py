@@ -47,11 +47,12 @@ def predict(model: nn.Module, x: torch.Tensor, batch: int = 512) -> torch.Tensor
     return torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)]) if len(x) else torch.zeros(0)
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Any) -> float:
-    """The task's metric of ``model`` on (``x``, ``y``) (accuracy for classifiers); NaN when empty."""
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Any, groups: Any = None) -> float:
+    """The task's metric of ``model`` on (``x``, ``y``) (:meth:`Task.score`: accuracy for
+    classifiers, mean PSNR of the ``groups`` for super-resolution); NaN when empty."""
     if len(y) == 0:
         return float("nan")
-    return float(task.hits(predict(model, x), y)) / len(y)
+    return task.score(predict(model, x).numpy(), y.numpy(), groups)
 
 
 def train_model(

@@ -280,6 +280,8 @@ def _check_wav(path: Path) -> None:
 
 def _check_labels(labels: list[str], spec: ArchSpec) -> list[str]:
     labels = [str(s) for s in labels]
+    if not labels and not spec.num_classes:  # a network that does not classify (super-resolution)
+        return []
     if not labels:
         raise ExportError("labels must not be empty")
     for s in labels:
@@ -309,10 +311,28 @@ _INPUT_TEXT = {  # the board script's two inputs, in the README's words
                "A `.ts` line (dimensions split by `:`, values by `,`; a trailing label is ignored) or a CSV file\n"
                "(one row of {dims} × n values, dimension-major, or {dims} rows) is accepted; `?` or empty values\n"
                "are missing and interpolated; the case is brought to {length} values by {padding} padding, as in training."),
+    "sr": ("an image file (PNG, JPEG, … — what Pillow reads)", "LR.png",
+           "Any image Pillow decodes is accepted (needs `pillow`): it is converted to RGB, cut into tiles of\n"
+           "{tile} px with {overlap} px of context, each tile upscaled ×{scale} by the front end and the model\n"
+           "({colour} model; a Y model's chroma is upscaled bicubic) and the tiles stitched into the output PNG."),
     "image": ("an image file (PNG, JPEG, … — what Pillow reads)", "IMAGE.png",
               "Any image Pillow decodes is accepted (needs `pillow`): it is converted to RGB and resized to\n"
               "{source_h}×{source_w} px (bilinear) as in training; the front end then resizes it to the model's input."),
 }
+
+
+def _run_lines(clip: str) -> list[str]:
+    return [f"python3 infer.py {clip}                  # prints: LABEL SCORE",
+            f"python3 infer.py {clip} --json           # one JSON object: label, score, scores, logits, runtime",
+            f"python3 infer.py {clip} --bench 50       # also: latency_ms median M p90 P",
+            f"python3 infer.py {clip} --bench 50 --warmup 10 --threads 4 --runtime tflite --json"]
+
+
+def _sr_run_lines(clip: str) -> list[str]:
+    return [f"python3 infer.py {clip} --out SR.png     # prints: wrote SR.png (W×H → W'×H', N tiles)",
+            f"python3 infer.py {clip} --json           # one JSON object: output, sizes, tiles, runtime",
+            f"python3 infer.py {clip} --bench 20       # also: latency_ms per frame median M p90 P",
+            f"python3 infer.py {clip} --bench 20 --warmup 5 --threads 4 --runtime tflite --json"]
 
 
 def _readme(bundle: dict[str, Any], sample: str | None, spec: ArchSpec, frontend_text: str) -> str:
@@ -330,8 +350,9 @@ def _readme(bundle: dict[str, Any], sample: str | None, spec: ArchSpec, frontend
     lines = [
         f"# edgenas bundle — {spec.task} ({spec.space}), arch {spec.hash()}",
         "",
-        f"Classifies {what} into one of {len(bundle['labels'])} classes: "
-        + ", ".join(f"`{s}`" for s in bundle["labels"]) + ".",
+        (f"Classifies {what} into one of {len(bundle['labels'])} classes: "
+         + ", ".join(f"`{s}`" for s in bundle["labels"]) + ".") if bundle["labels"] else
+        f"Upscales {what} ×{dc.to_dict().get('scale')} and writes a PNG (`--out SR.png`).",
         "",
         "## Requirements",
         "",
@@ -345,15 +366,13 @@ def _readme(bundle: dict[str, Any], sample: str | None, spec: ArchSpec, frontend
         "## Run",
         "",
         "```sh",
-        f"python3 infer.py {clip}                  # prints: LABEL SCORE",
-        f"python3 infer.py {clip} --json           # one JSON object: label, score, scores, logits, runtime",
-        f"python3 infer.py {clip} --bench 50       # also: latency_ms median M p90 P",
-        f"python3 infer.py {clip} --bench 50 --warmup 10 --threads 4 --runtime tflite --json",
+        *(_run_lines(clip) if bundle["labels"] else _sr_run_lines(clip)),
         "sha256sum -c SHA256SUMS                  # check the files",
         "```",
         "",
         accepted.format(**dc.to_dict()),
-        "`--bench N` times N end-to-end inferences (front end + classifier, after warm-up).",
+        "`--bench N` times N end-to-end inferences (front end + classifier, after warm-up)." if bundle["labels"] else
+        "`--bench N` times N whole frames (every tile through the front end and the model, after warm-up).",
         "Errors are one line on stderr with exit code 2.",
         "",
         "## Files",
@@ -364,7 +383,7 @@ def _readme(bundle: dict[str, Any], sample: str | None, spec: ArchSpec, frontend
         "| `bundle.json` | what infer.py reads: labels, data config, file names per format |",
         f"| {models} | the int8 classifier (front-end output → class logits) |",
         f"| {fronts} | the float front end ({frontend_text}) |",
-        "| `labels.txt` | class names, one per line, in output order |",
+        *(["| `labels.txt` | class names, one per line, in output order |"] if bundle["labels"] else []),
         "| `data_config.json` | the data configuration the model was trained with |",
         "| `metadata.json` | edgenas version, architecture, tensor shapes and quantization parameters |",
     ]
@@ -452,7 +471,7 @@ def make_bundle(out_dir: Path, *, models: dict[str, Path], frontends: dict[str, 
     described: dict[str, dict[str, Any]] = {"models": {}, "frontends": {}}
     for fmt, path in model_files.items():
         d = describe_model(path, fmt, "classifier model")
-        _check_io(d, path, "classifier model", n_features, len(labels))
+        _check_io(d, path, "classifier model", n_features, len(labels) or None)
         described["models"][fmt] = {"file": MODEL_NAMES[fmt], "source": Path(path).name, **d}
     for fmt, path in front_files.items():
         d = describe_model(path, fmt, "front-end model")
@@ -510,7 +529,8 @@ def make_bundle(out_dir: Path, *, models: dict[str, Path], frontends: dict[str, 
         shutil.copyfile(INFER_SCRIPT, work / "infer.py")
         (work / "infer.py").chmod(0o755)
         (work / "bundle.json").write_text(json.dumps(bundle, indent=2) + "\n")
-        (work / "labels.txt").write_text("".join(s + "\n" for s in labels))
+        if labels:
+            (work / "labels.txt").write_text("".join(s + "\n" for s in labels))
         (work / "data_config.json").write_text(json.dumps(dc.to_dict(), indent=2) + "\n")
         (work / "metadata.json").write_text(md_text + "\n")
         sample_name = None if sample is None else "sample" + sample.suffix.lower()

@@ -53,6 +53,18 @@ linearly interpolated, the case is brought to ``length`` by the padding policy (
 the end, or resample), exactly as edgenas's ``ts_prep.fixed_length``; the front end takes it
 time-major, float32 [1, length, dims], and resamples and normalises it.
 
+Super-resolution (``"input": "sr"``; ``data_config`` holds ``scale``, ``colour``, ``tile``,
+``overlap``; ``labels`` is empty): ``python3 infer.py LR.png --out SR.png``. Pillow decodes the
+image to RGB; it is cut into tiles of ``tile`` px on a stride of ``tile`` from the top-left, each
+with ``overlap`` px of context on every side (the image edge-padded), as edgenas's
+``datasets.sisr.tile_inputs``; every tile goes through the front end (uint8 [1, t, t, 3] → Y or
+RGB) and the int8 model, the central ``tile·scale`` px of each output are stitched, and the
+result is cropped to ``scale`` × the input size. With colour ``y`` the model upscales the BT.601
+luma and the chroma (Cb, Cr) is upscaled by Pillow's bicubic; the Y/Cb/Cr planes are converted
+back to RGB (BT.601 studio swing) and the PNG written. ``--bench N`` times a whole frame: every
+tile through front end and model (the budgets' figure), timed apart, and the stitching + chroma
+(``post``). Prints ``wrote SR.png (W×H → W'×H', N tiles)``.
+
 Audio (``"input": "audio"``, the default): the stdlib ``wave`` module reads PCM 8 (unsigned), 16, 24 and 32-bit integer WAVs,
 scaled to [-1, 1) as libsndfile does (divide by 2**(bits-1)); several channels are averaged
 to mono (as edgenas does for training). A rate that differs from the bundle's is resampled
@@ -87,7 +99,11 @@ RUNTIMES = (
 
 
 # the data_config values each kind of input needs (all positive numbers)
-INPUT_KEYS = {"audio": ("sample_rate", "clip_ms"), "image": ("source_h", "source_w"), "series": ("dims", "length")}
+INPUT_KEYS = {"audio": ("sample_rate", "clip_ms"), "image": ("source_h", "source_w"), "series": ("dims", "length"),
+              "sr": ("scale", "tile")}
+# BT.601 studio swing on [0, 1] RGB (MATLAB rgb2ycbcr), as edgenas.datasets.sisr
+YCBCR = ((65.481, 128.553, 24.966), (-37.797, -74.203, 112.0), (112.0, -93.786, -18.214))
+YCBCR_OFFSET = (16.0, 128.0, 128.0)
 
 
 class BundleError(Exception):
@@ -149,7 +165,7 @@ def read_image(path: str, size: Tuple[int, int], np: Any) -> Any:
             im.load()
             if im.mode != "RGB":
                 im = im.convert("RGBA").convert("RGB") if im.mode in ("P", "PA", "LA") else im.convert("RGB")
-            if (im.height, im.width) != tuple(size):
+            if size is not None and (im.height, im.width) != tuple(size):
                 im = im.resize((size[1], size[0]), Image.BILINEAR)
             return np.asarray(im, dtype=np.uint8)[None].copy()
     except (OSError, ValueError, SyntaxError) as e:
@@ -318,7 +334,7 @@ def load_bundle(path: str) -> Tuple[Dict[str, Any], str]:
     for key in ("labels", "data_config", "frontend", "model"):
         if key not in b:
             raise BundleError("%s: missing key %r" % (file, key))
-    if not isinstance(b["labels"], list) or not b["labels"]:
+    if not isinstance(b["labels"], list) or (not b["labels"] and b.get("input") != "sr"):
         raise BundleError("%s: 'labels' must be a non-empty list" % file)
     for key in ("frontend", "model"):
         if not isinstance(b[key], dict) or not b[key] or set(b[key]) - {"onnx", "tflite"}:
@@ -328,6 +344,8 @@ def load_bundle(path: str) -> Tuple[Dict[str, Any], str]:
     if kind not in INPUT_KEYS:
         raise BundleError("%s: 'input' must be one of %s" % (file, ", ".join(sorted(INPUT_KEYS))))
     keys = INPUT_KEYS[kind]
+    if kind == "sr" and (dc.get("colour") not in ("y", "rgb") or int(dc.get("overlap", -1)) < 0):
+        raise BundleError("%s: data_config colour must be y or rgb and overlap >= 0" % file)
     if kind == "series" and dc.get("padding") not in ("zero", "edge", "resample"):
         raise BundleError("%s: data_config padding must be zero, edge or resample" % file)
     try:
@@ -515,6 +533,11 @@ class Pipeline:
         if self.image:
             self.size = (int(dc["source_h"]), int(dc["source_w"]))
             self.samples = self.size[0] * self.size[1] * 3
+        elif self.kind == "sr":
+            self.scale, self.tile, self.overlap = int(dc["scale"]), int(dc["tile"]), int(dc["overlap"])
+            self.colour = str(dc["colour"])
+            self.tile_in = self.tile + 2 * self.overlap
+            self.samples = self.tile_in * self.tile_in * 3
         elif self.kind == "series":
             self.dims, self.length, self.padding = int(dc["dims"]), int(dc["length"]), str(dc["padding"])
             self.samples = self.dims * self.length
@@ -533,6 +556,9 @@ class Pipeline:
         np = self.np
         if self.image:
             return read_image(path, self.size, np), {"path": path, "size": list(self.size)}
+        if self.kind == "sr":
+            img = read_image(path, None, np)[0]
+            return img, {"path": path, "size": [int(img.shape[0]), int(img.shape[1])]}
         if self.kind == "series":
             case = read_case(path, self.dims, np)
             x = fit_case(case, self.padding, self.length, np)
@@ -544,6 +570,50 @@ class Pipeline:
 
     def logits(self, x: Any) -> Any:
         return self.classify(self.frontend(x))
+
+    # ---- super-resolution ------------------------------------------------------------------
+    def tiles(self, img: Any) -> Tuple[Any, List[Tuple[int, int]]]:
+        """The uint8 [n, t, t, 3] tiles of an RGB image [h, w, 3] and their origins (edgenas's tile_inputs)."""
+        np, t, o = self.np, self.tile, self.overlap
+        h, w = img.shape[:2]
+        rows, cols = -(-h // t), -(-w // t)
+        padded = np.pad(img, ((o, o + rows * t - h), (o, o + cols * t - w), (0, 0)), mode="edge")
+        origins = [(y, x) for y in range(0, h, t) for x in range(0, w, t)]
+        ti = self.tile_in
+        return np.stack([padded[y:y + ti, x:x + ti] for y, x in origins]), origins
+
+    def upscale_tile(self, tile: Any) -> Any:
+        """One tile → the model output [C, t·s, t·s] (NCHW whatever the model's format)."""
+        out = self.model(self.frontend(tile[None]))
+        side = self.tile_in * self.scale
+        if out.ndim == 4 and out.shape[1] == side and out.shape[2] == side:  # NHWC (TFLite)
+            out = out.transpose(0, 3, 1, 2)
+        return out.reshape(-1, side, side)
+
+    def stitch(self, img: Any, outs: List[Any], origins: List[Tuple[int, int]]) -> Any:
+        """uint8 RGB [h·s, w·s, 3] of the tile outputs (chroma bicubic for a Y model)."""
+        np, s, t, o = self.np, self.scale, self.tile, self.overlap
+        h, w = img.shape[:2]
+        c = outs[0].shape[0]
+        canvas = np.empty((c, -(-h // t) * t * s, -(-w // t) * t * s), dtype=np.float32)
+        for (y, x), out in zip(origins, outs):
+            canvas[:, y * s:(y + t) * s, x * s:(x + t) * s] = out[:, o * s:(o + t) * s, o * s:(o + t) * s]
+        sr = np.clip(canvas[:, :h * s, :w * s], 0.0, 1.0)
+        if self.colour == "y":
+            from PIL import Image
+
+            rgb = img.astype(np.float64) / 255.0
+            planes = [sr[0].astype(np.float64)]
+            for k in (1, 2):
+                chroma = (YCBCR_OFFSET[k] + sum(YCBCR[k][j] * rgb[..., j] for j in range(3))) / 255.0
+                up = Image.fromarray(chroma.astype(np.float32), mode="F").resize((w * s, h * s), Image.BICUBIC)
+                planes.append(np.asarray(up, dtype=np.float64))
+            inv = np.linalg.inv(np.array(YCBCR, dtype=np.float64))
+            centred = np.stack(planes, axis=-1) * 255.0 - np.array(YCBCR_OFFSET)
+            sr_hwc = np.clip(centred @ inv.T, 0.0, 1.0)
+        else:
+            sr_hwc = sr.transpose(1, 2, 0)
+        return np.clip(np.round(sr_hwc * 255.0), 0, 255).astype(np.uint8)
 
     def classify(self, feats: Any) -> Any:
         out = self.model(feats).reshape(-1)
@@ -585,6 +655,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--runtime", choices=("onnx", "tflite"), help="use only this model format")
     ap.add_argument("--threads", type=int, default=1, help="runtime threads (default 1)")
     ap.add_argument("--bundle", default=here, help="bundle folder or bundle.json (default: this file's folder)")
+    ap.add_argument("--out", help="super-resolution bundles: the PNG to write (default: INPUT_x<scale>.png)")
     args = ap.parse_args(argv)
     try:
         if args.bench < 0 or args.warmup < 0 or args.threads < 1:
@@ -596,6 +667,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         bundle, root = load_bundle(args.bundle)
         pipe = Pipeline(bundle, root, args.runtime, args.threads, np)
         clip, read = pipe.read(args.input)
+        if pipe.kind == "sr":
+            return _super_resolve(pipe, clip, read, args, np)
         logits = pipe.logits(clip)
         scores = pipe.scores(logits)
         best = int(np.argmax(scores))
@@ -642,6 +715,64 @@ def main(argv: Optional[List[str]] = None) -> int:
             sys.stdout.write("latency_ms median %.3f p90 %.3f (%d runs, front end + model); front end median %.3f, "
                              "model median %.3f\n" % (b["median_ms"], b["p90_ms"], b["runs"], b["frontend_median_ms"],
                                                       b["model_median_ms"]))
+    return 0
+
+
+def _super_resolve(pipe: Pipeline, img: Any, read: Dict[str, Any], args: Any, np: Any) -> int:
+    """Upscale ``img``, write the PNG, print one line (or JSON); ``--bench`` times whole frames."""
+    tiles, origins = pipe.tiles(img)
+    outs = [pipe.upscale_tile(t) for t in tiles]
+    sr = pipe.stitch(img, outs, origins)
+    out_path = args.out or "%s_x%d.png" % (os.path.splitext(args.input)[0], pipe.scale)
+    try:
+        from PIL import Image
+
+        Image.fromarray(sr, mode="RGB").save(out_path)
+    except (OSError, ValueError) as e:
+        sys.stderr.write("error: cannot write %s: %s\n" % (out_path, _one_line(e)))
+        return EXIT_ERROR
+    h, w = img.shape[:2]
+    result: Dict[str, Any] = {"output": out_path, "image": read, "out_size": [int(sr.shape[0]), int(sr.shape[1])],
+                              "tiles": len(origins), "scale": pipe.scale, "colour": pipe.colour,
+                              "runtime": {"frontend": "%s (%s)" % (pipe.frontend.runtime,
+                                                                   os.path.basename(pipe.frontend.path)),
+                                          "model": "%s (%s)" % (pipe.model.runtime, os.path.basename(pipe.model.path)),
+                                          "threads": args.threads}}
+    if args.bench:
+        clock = time.perf_counter
+        for _ in range(args.warmup):
+            pipe.upscale_tile(tiles[0])
+        front, model = [], []
+        for _ in range(args.bench):  # one whole frame per run: every tile, front end and model timed apart
+            f = m = 0.0
+            for t in tiles:
+                t0 = clock()
+                feats = pipe.frontend(t[None])
+                t1 = clock()
+                pipe.model(feats)
+                t2 = clock()
+                f, m = f + (t1 - t0), m + (t2 - t1)
+            front.append(f * 1e3)
+            model.append(m * 1e3)
+        t0 = clock()
+        pipe.stitch(img, outs, origins)
+        post_ms = (clock() - t0) * 1e3
+        frame = [a + b for a, b in zip(front, model)]
+        result["bench"] = {"runs": args.bench, "warmup": args.warmup, "tiles": len(origins),
+                           "median_ms": float(np.median(frame)), "p90_ms": float(percentile_90(frame)),
+                           "frontend_median_ms": float(np.median(front)), "model_median_ms": float(np.median(model)),
+                           "post_ms": post_ms}
+    if args.json:
+        sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
+    else:
+        sys.stdout.write("wrote %s (%dx%d -> %dx%d, %d tiles)\n" % (out_path, w, h, sr.shape[1], sr.shape[0],
+                                                                   len(origins)))
+        if args.bench:
+            b = result["bench"]
+            sys.stdout.write("latency_ms per frame median %.3f p90 %.3f (%d runs, %d tiles, front end + model); "
+                             "front end median %.3f, model median %.3f; stitch + chroma %.3f\n"
+                             % (b["median_ms"], b["p90_ms"], b["runs"], b["tiles"], b["frontend_median_ms"],
+                                b["model_median_ms"], b["post_ms"]))
     return 0
 
 

@@ -41,7 +41,6 @@ log = logging.getLogger("edgenas.export")
 FORMATS = ("onnx", "tflite")
 QUANTS = ("fp32", "int8")
 FP32_ATOL = 1e-4
-RAW_INPUT_TOLERANCE = 0.005  # accuracy points (fraction) the raw-input pipeline may lose vs PyTorch
 ONNX_QDQ_ALLOWED = ("float activations between QuantizeLinear/DequantizeLinear pairs (QDQ format, fused by the runtime); "
                     "float logits out of a final QGemm (its int32 accumulator dequantized, not requantized)")
 
@@ -56,6 +55,7 @@ class ExportJob:
     calibration: np.ndarray  # train-split inputs for int8 calibration
     test_x: np.ndarray
     test_y: np.ndarray
+    test_groups: np.ndarray | None = None  # the item each test example is part of (Split.groups)
     test_raw: np.ndarray | None = None  # raw test inputs the front end eats (waveforms, uint8 images)
     estimates: dict[str, float] = field(default_factory=dict)  # edgenas's own ram/flash estimates
     formats: Sequence[str] = FORMATS
@@ -66,8 +66,11 @@ class ExportJob:
     seed: int = 0
 
 
-def _accuracy(pred: np.ndarray, y: np.ndarray) -> float:
-    return float((pred == y).mean()) if len(y) else float("nan")
+def _task(spec: Any) -> Any:
+    """The task that scores the network of ``spec`` (a classifier when there is no spec)."""
+    from edgenas.tasks import Classification, task_of
+
+    return task_of(spec.data) if spec is not None else Classification()
 
 
 def _torch_logits(model: Any, x: np.ndarray) -> np.ndarray:
@@ -122,8 +125,8 @@ class _Exporter:
         self.job, self.sink = job, sink
         self.out = Path(job.out_dir)
         self.input_shape = (1, *job.test_x.shape[1:])
+        self.task = _task(job.spec)
         self.ref = _torch_logits(job.model, job.test_x)
-        self.ref_pred = self.ref.argmax(1)
         self.metadata: dict[str, str] = {}
 
     def _md(self, quant_scheme: str) -> dict[str, str]:
@@ -179,9 +182,9 @@ class _Exporter:
             logits = self._run(fmt, path, job.test_x)
         except ExportError as e:
             return {**rec, "status": "failed", "failures": [str(e)]}
-        pred = logits.argmax(1)
-        rec.update({"verification": ver, "test_acc": _accuracy(pred, job.test_y),
-                    "argmax_agreement": _accuracy(pred, self.ref_pred), "flash_bytes": path.stat().st_size,
+        rec.update({"verification": ver, "test_acc": self.score(logits),
+                    "argmax_agreement": self.task.fidelity(logits, self.ref, job.test_y, job.test_groups),
+                    "flash_bytes": path.stat().st_size,
                     "peak_activation_bytes": ver["peak_activation_bytes"],
                     "estimated_peak_activation_bytes": job.estimates.get("ram_bytes"),
                     "estimated_flash_bytes": job.estimates.get("flash_bytes")})
@@ -209,21 +212,23 @@ class _Exporter:
             rec["status"] = "ok"
         return rec
 
+    def score(self, out: np.ndarray) -> float:
+        """The task's metric of outputs on the test split (accuracy; PSNR in dB for SR)."""
+        return self.task.score(out, self.job.test_y, self.job.test_groups)
+
     def frontends(self, classifiers: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """Front-end models per format (the task's :class:`~edgenas.tasks.FrontEnd`), their error
         against the training transform and the accuracy of the raw-input pipeline."""
-        from edgenas.tasks import task_of
-
         job = self.job
         cfg = job.spec.data
-        task = task_of(cfg)
+        task = self.task
         fe = task.frontend()
         raw = job.test_raw
         assert raw is not None
         ref_feats = fe.reference(raw, cfg)
         if job.norm is not None:
             ref_feats = task.normalize(ref_feats, job.norm)
-        torch_acc = _accuracy(_torch_logits(job.model, ref_feats).argmax(1), job.test_y)
+        torch_acc = self.score(_torch_logits(job.model, ref_feats))
         out: dict[str, Any] = {"torch_pipeline_acc": torch_acc, "inputs": int(len(raw)), "kind": fe.kind}
         for fmt in job.formats:
             path = self.out / f"frontend.fp32.{fmt}"
@@ -240,10 +245,10 @@ class _Exporter:
             rec["flash_bytes"] = path.stat().st_size
             int8 = classifiers.get(f"{fmt}-int8")
             if int8 and int8["status"] == "ok":
-                pred = self._run(fmt, self.out / int8["file"], feats).argmax(1)
-                rec["raw_input_int8_acc"] = _accuracy(pred, job.test_y)
-                rec["raw_input_vs_torch_points"] = 100 * (rec["raw_input_int8_acc"] - torch_acc)
-                rec["raw_input_within_tolerance"] = rec["raw_input_int8_acc"] >= torch_acc - RAW_INPUT_TOLERANCE
+                rec["raw_input_int8_acc"] = self.score(self._run(fmt, self.out / int8["file"], feats))
+                gap = rec["raw_input_int8_acc"] - torch_acc
+                rec["raw_input_vs_torch_points"] = gap if task.metric.unit else 100 * gap
+                rec["raw_input_within_tolerance"] = gap >= -task.metric.raw_input_tolerance
             rec["status"] = "ok"
             out[fmt] = rec
         return out
@@ -260,7 +265,7 @@ def export_network(job: ExportJob, sink: EventSink | None = None) -> dict[str, A
             raise ExportError(f"unknown quantization {q!r} (known: {', '.join(QUANTS)})")
     job.out_dir.mkdir(parents=True, exist_ok=True)
     ex = _Exporter(job, sink)
-    torch_acc = _accuracy(ex.ref_pred, job.test_y)
+    torch_acc = ex.score(ex.ref)
     results: dict[str, dict[str, Any]] = {}
     todo = [(f, q) for f in job.formats for q in job.quants]
     with progress(sink, "export + verify", len(todo) + (len(job.formats) if job.frontend else 0)) as tick:
@@ -271,7 +276,11 @@ def export_network(job: ExportJob, sink: EventSink | None = None) -> dict[str, A
         if job.frontend and job.test_raw is not None:
             fe = ex.frontends(results)
             tick(len(job.formats))
-    report = {"arch_hash": job.spec.hash() if job.spec is not None else None, "test_examples": int(len(job.test_y)), "test_acc_fp32_torch": torch_acc,
+    m = ex.task.metric
+    report = {"arch_hash": job.spec.hash() if job.spec is not None else None, "test_examples": int(len(job.test_y)),
+              "metric": {"name": m.name, "unit": m.unit, "fidelity": m.fidelity,
+                         "raw_input_tolerance": m.raw_input_tolerance},
+              "test_acc_fp32_torch": torch_acc,
               "models": results, "frontend": fe, "shipped": sorted(r["file"] for r in results.values() if r["status"] == "ok"),
               "failed": sorted(r["file"] for r in results.values() if r["status"] != "ok")}
     atomic_write_text(job.out_dir / "report.json", json.dumps(report, indent=1, default=float) + "\n")
@@ -279,15 +288,22 @@ def export_network(job: ExportJob, sink: EventSink | None = None) -> dict[str, A
     return report
 
 
-def _pct(v: Any) -> str:
-    return f"{100 * v:.2f}%" if isinstance(v, (int, float)) else "–"
+def _value(v: Any, unit: str, points: bool = False) -> str:
+    """A metric value: a fraction as a percentage, else in its unit (``points``: a signed difference)."""
+    if not isinstance(v, (int, float)):
+        return "–"
+    if not unit:
+        return f"{100 * v:+.2f} points" if points else f"{100 * v:.2f}%"
+    return f"{v:+.2f} {unit}" if points else f"{v:.2f} {unit}"
 
 
 def render(r: dict[str, Any]) -> str:
+    m = r.get("metric") or {"name": "accuracy", "unit": "", "fidelity": "argmax agreement"}
+    unit = m["unit"]
     lines = ["# Export report", "",
-             f"ArchSpec `{r['arch_hash']}`; {r['test_examples']} test examples; PyTorch fp32 test accuracy "
-             f"{_pct(r['test_acc_fp32_torch'])}.", "",
-             "| file | status | test acc | argmax agreement vs fp32 | flash | peak act. RAM (file / edgenas est.) | ops / checks |",
+             f"ArchSpec `{r['arch_hash']}`; {r['test_examples']} test examples; PyTorch fp32 test {m['name']} "
+             f"{_value(r['test_acc_fp32_torch'], unit)}.", "",
+             f"| file | status | test {m['name']} | {m['fidelity']} | flash | peak act. RAM (file / edgenas est.) | ops / checks |",
              "|---|---|---|---|---|---|---|"]
     for rec in r["models"].values():
         if rec["status"] != "ok" and "verification" not in rec:
@@ -312,14 +328,15 @@ def render(r: dict[str, Any]) -> str:
         if rec["status"] != "ok":
             checks.insert(0, "FAILED: " + "; ".join(rec["failures"]))
         est = rec.get("estimated_peak_activation_bytes")
-        lines.append(f"| {rec['file']} | {rec['status']} | {_pct(rec['test_acc'])} | {_pct(rec['argmax_agreement'])} | "
+        lines.append(f"| {rec['file']} | {rec['status']} | {_value(rec['test_acc'], unit)} | "
+                     f"{_value(rec['argmax_agreement'], unit)} | "
                      f"{rec['flash_bytes'] / 1024:.1f} KiB | {rec['peak_activation_bytes'] / 1024:.1f} / "
                      f"{(est or 0) / 1024:.1f} KiB | {'; '.join(checks)} |")
     fe = r.get("frontend")
     if fe:
         lines += ["", "## Front end (float) and the raw-input pipeline", "",
                   f"PyTorch pipeline (training transform → fp32 model) on {fe['inputs']} raw test inputs: "
-                  f"{_pct(fe['torch_pipeline_acc'])}.", "",
+                  f"{_value(fe['torch_pipeline_acc'], unit)}.", "",
                   "| file | max abs diff vs training features (feature range) | raw input → front end → int8 model |",
                   "|---|---|---|"]
         for fmt in ("onnx", "tflite"):
@@ -329,7 +346,8 @@ def render(r: dict[str, Any]) -> str:
             if rec["status"] != "ok":
                 lines.append(f"| {rec['file']} | **failed**: {'; '.join(rec['failures'])} | – |")
                 continue
-            raw = (f"{_pct(rec['raw_input_int8_acc'])} ({rec['raw_input_vs_torch_points']:+.2f} points)"
+            raw = (f"{_value(rec['raw_input_int8_acc'], unit)} ({rec['raw_input_vs_torch_points']:+.2f} "
+                   f"{unit or 'points'})"
                    if "raw_input_int8_acc" in rec else "–")
             lines.append(f"| {rec['file']} ({rec.get('impl') or 'stft'}) | {rec['max_abs_diff_vs_training_features']:.2e} "
                          f"({rec['feature_range']:.1f}) | {raw} |")

@@ -27,7 +27,8 @@ What the conversion does on the way:
   causal) an explicit ``ZeroPadding1D/2D`` (a PAD op) before a valid conv.
 * **PixelShuffle** — PyTorch's ``pixel_shuffle`` reads channels in CRD order, TF's
   ``depth_to_space`` in DCR order, so the output channels of the conv producing the shuffle's
-  input (through ReLUs, Dropout, Identity or a folded BatchNorm) are permuted and the shuffle
+  input (through ReLUs, Dropout, Identity, a folded BatchNorm, or each conv of a residual ``+``) are
+  permuted and the shuffle
   becomes ``tf.nn.depth_to_space`` (DEPTH_TO_SPACE in TFLite).
 * **Flatten** — ``flatten(1)`` of a tensor whose spatial dims are all 1 is a plain reshape; of a
   larger tensor it flattens in HWC order, which a following ``nn.Linear`` absorbs by permuting its
@@ -333,14 +334,15 @@ class _Converter:
             r = self._shuffle_factor(node)
             if r is None:
                 continue
-            conv = self._channel_source(node.args[0])
-            if conv is None:
+            convs = self._channel_sources(node.args[0])
+            if not convs:
                 continue
             c_in = self.shape(node.args[0])[1]
             c = c_in // (r * r)
             # Keras channel (i*r + j)*C + c (DCR) must hold torch channel c*r*r + i*r + j (CRD)
             perm = np.array([cc * r * r + i * r + j for i in range(r) for j in range(r) for cc in range(c)])
-            self.out_perm[conv] = perm
+            for conv in convs:
+                self.out_perm[conv] = perm
 
     def _shuffle_factor(self, node: fx.Node) -> int | None:
         m = self.mod(node)
@@ -351,12 +353,17 @@ class _Converter:
             return int(r) if isinstance(r, int) else None
         return None
 
-    def _channel_source(self, node: Any) -> fx.Node | None:
-        """The (non-depthwise) Conv2d whose output channels reach ``node`` unmixed and unshared."""
+    def _channel_sources(self, node: Any) -> list[fx.Node] | None:
+        """The (non-grouped) Conv2ds whose output channels reach ``node`` unmixed and unshared:
+        one through ReLUs, folded BatchNorms and the like, or every conv feeding a residual ``+``
+        of two such tensors (an SR tail plus its bicubic residual). None when any path has none."""
         while isinstance(node, fx.Node) and len(node.users) == 1:
             m = self.mod(node)
             if isinstance(m, nn.Conv2d):
-                return node if m.groups == 1 and node not in self.out_perm else None
+                return [node] if m.groups == 1 and node not in self.out_perm else None
+            if node.op == "call_function" and node.target in _ADD_FUNCS and len(node.args) == 2:
+                parts = [self._channel_sources(a) for a in node.args]
+                return None if any(p is None for p in parts) else [c for p in parts for c in p]  # type: ignore[union-attr]
             if node in self.folded_bn or self._is_elementwise(node):
                 node = node.args[0]
                 continue
@@ -744,7 +751,8 @@ class _Converter:
         want = np.array([cc * r * r + i * r + j for i in range(r) for j in range(r) for cc in range(c)])
         if x.chan_perm is None or not np.array_equal(x.chan_perm, want) or x.flat_perm is not None:
             raise _unsupported(node, self.modules, "PixelShuffle converts only right after a Conv2d (groups=1), "
-                                                   "optionally through ReLU/BatchNorm, used by nothing else")
+                                                   "optionally through ReLU/BatchNorm or a + of such convs, used by "
+                                                   "nothing else")
         tf = self.tf
         y = self.keras.layers.Lambda(lambda t: tf.nn.depth_to_space(t, r), name=_lname(node))(x.t)
         return _Val(y, self.shape(node))

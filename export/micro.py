@@ -83,6 +83,11 @@ def _validate(desc: LayerDesc) -> None:
     elif desc.kind == "add":
         if desc.in_shape != desc.out_shape:
             raise ValueError(f"layer {desc.name}: an add keeps its shape, got {desc.in_shape} → {desc.out_shape}")
+    elif desc.kind == "pixel_shuffle":
+        (c, h, w), r = desc.in_shape, desc.stride[0]
+        if tuple(desc.out_shape) != (c // (r * r), h * r, w * r) or c % (r * r):
+            raise ValueError(f"layer {desc.name}: a pixel shuffle by {r} maps {desc.in_shape} to "
+                             f"{(c // (r * r), h * r, w * r)}, not {desc.out_shape}")
     elif desc.kind != "linear":
         raise ValueError(f"layer {desc.name}: unknown layer kind {desc.kind!r} for a micro-model")
     if desc.activation not in (None, "relu", "relu6"):
@@ -115,11 +120,11 @@ def micro_model(desc: LayerDesc, fmt: str = "onnx-fp32", *, explicit_pad: bool =
         inits.append(numpy_helper.from_array(arr, name))
         return name
 
-    if desc.kind in ("conv2d", "global_avgpool", "add"):
+    if desc.kind in ("conv2d", "global_avgpool", "add", "pixel_shuffle"):
         in_dims = [1, c_in, h, w]
     else:
         in_dims = [1, c_in]
-    if desc.kind in ("conv2d", "add"):
+    if desc.kind in ("conv2d", "add", "pixel_shuffle"):
         out_dims = [1, c_out, desc.out_shape[1], desc.out_shape[2]]
     else:
         out_dims = [1, c_out]
@@ -165,6 +170,14 @@ def micro_model(desc: LayerDesc, fmt: str = "onnx-fp32", *, explicit_pad: bool =
             nodes.append(helper.make_node("QuantizeLinear", [acc, y_scale, y_zp], ["y_q"]))
             nodes.append(helper.make_node("DequantizeLinear", ["y_q", y_scale, y_zp], ["y"]))
         return _model(nodes, [x_in], [y_out], inits, "micro_add")
+
+    if desc.kind == "pixel_shuffle":  # DepthToSpace in PyTorch's channel order (CRD); int8: the output QDQ'd
+        out = "y" if not int8 else "shuffled"
+        nodes.append(helper.make_node("DepthToSpace", [x], [out], blocksize=desc.stride[0], mode="CRD"))
+        if int8:
+            nodes.append(helper.make_node("QuantizeLinear", [out, y_scale, y_zp], ["y_q"]))
+            nodes.append(helper.make_node("DequantizeLinear", ["y_q", y_scale, y_zp], ["y"]))
+        return _model(nodes, [x_in], [y_out], inits, "micro_pixel_shuffle")
 
     if desc.kind == "global_avgpool":
         nodes.append(helper.make_node("GlobalAveragePool", [x], ["pooled"]))
@@ -286,6 +299,11 @@ def chain_model(layers: Sequence[LayerDesc], fmt: str = "onnx-fp32", seed: int =
             cur = qdq(acc, False) if int8 else acc
             outs.append((cur, False))
             continue
+        if d.kind == "pixel_shuffle":
+            nodes.append(helper.make_node("DepthToSpace", [cur], [f"{name}_d"], blocksize=d.stride[0], mode="CRD"))
+            cur = qdq(f"{name}_d", relu_zp) if int8 else f"{name}_d"
+            outs.append((cur, relu_zp))
+            continue
         if d.kind == "global_avgpool":  # as torch.onnx exports x.mean((2, 3)): ReduceMean, no keepdims
             axes = init(f"{name}_axes", np.array([2, 3], np.int64))
             nodes.append(helper.make_node("ReduceMean", [cur, axes], [f"{name}_p"], keepdims=0))
@@ -330,7 +348,7 @@ def chain_model(layers: Sequence[LayerDesc], fmt: str = "onnx-fp32", seed: int =
         outs.append((cur, relu_zp))
     last = layers[-1]
     nodes.append(helper.make_node("Identity", [cur], ["y"]))
-    y_out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, last.out_shape[0]])
+    y_out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, *last.out_shape])
     return _model(nodes, [x_in], [y_out], inits, "chain")
 
 

@@ -9,6 +9,7 @@ from edgenas.spaces import kws_dscnn  # noqa: F401  (registers kws-dscnn)
 from edgenas.spaces import kws_tcn  # noqa: F401  (registers kws-tcn)
 from edgenas.spaces import image_mbv2  # noqa: F401  (registers image-mbv2)
 from edgenas.spaces import ts_tcn  # noqa: F401  (registers ts-tcn)
+from edgenas.spaces import sr_dlsr  # noqa: F401  (registers sr-dlsr)
 
 
 def space_config_class(name: str) -> Any:

@@ -23,8 +23,8 @@ board H = W = ``data.tile_in`` (the tile and its overlap on both sides). Every l
     element. An identity block's output is its input tensor, so later fusions can read one tensor
     under two output numbers (an add may list an input twice).
 * tail: conv 3×3, width → C·s² (``tail``, no activation), plus a global residual, the bicubic
-  upscaling of the input computed *inside* the network as a fixed conv (``bicubic``: groups = C,
-  each input channel → its s² phase channels, 5×5, zero SAME padding, no bias; its weights are
+  upscaling of the input computed *inside* the network as a fixed conv (``bicubic``: dense but
+  block-diagonal, each input channel → its s² phase channels, 5×5, zero SAME padding, no bias; its weights are
   fixed, never trained: ``requires_grad=False``), the two added (``tail.add``) and depth-to-space
   (``shuffle``, PixelShuffle(s)). So the graph ends conv + conv + add + DEPTH_TO_SPACE, no TRANSPOSE.
 
@@ -36,8 +36,8 @@ W(t+1), W(t), W(1-t), W(2-t), t = u - ⌊u⌋. For s = 2: δ = -¼, ¼ (taps i-2
 δ = -⅓, 0, ⅓ (δ = 0 is the identity tap); s = 4: δ = -⅜, -⅛, ⅛, ⅜. So every phase reads offsets
 -2…+2: a 5-tap filter per phase and axis, and the 2-D weight of phase (r, q) is the outer product
 of its row and column filters. PixelShuffle(s) reads channel c·s² + r·s + q into output pixel
-(s·i + r, s·j + q) of channel c (CRD), which is exactly the output order of a conv with groups = C
-and s² outputs per group. ``interpolate`` clamps indices at the border (replicate); the zero-padded
+(s·i + r, s·j + q) of channel c (CRD), which is exactly the output order of a block-diagonal conv
+with s² outputs per input channel. ``interpolate`` clamps indices at the border (replicate); the zero-padded
 conv agrees with it everywhere except within 2 LR pixels of the border, which lie in the tile's
 overlap (see :meth:`SRDLSRSpace.receptive_radius`).
 
@@ -140,11 +140,17 @@ def bicubic_taps(scale: int) -> np.ndarray:
 
 
 def bicubic_weight(channels: int, scale: int) -> torch.Tensor:
-    """[C·s², 1, 5, 5]: the weight of the groups=C conv whose output, PixelShuffle(s)-ed, is the
-    bicubic upscaling (channel c·s² + r·s + q holds phase (r, q) of channel c: PyTorch's CRD)."""
+    """[C·s², C, 5, 5]: the weight of the dense conv whose output, PixelShuffle(s)-ed, is the
+    bicubic upscaling (channel c·s² + r·s + q holds phase (r, q) of channel c: PyTorch's CRD). It
+    is block-diagonal (output channel c·s² + … reads input channel c only): a dense conv rather
+    than groups = C, so the TFLite route can permute its output channels for DEPTH_TO_SPACE as it
+    permutes the tail's (for Y, C = 1, the two are the same conv)."""
     taps = bicubic_taps(scale)
-    phase = np.einsum("ry,qx->rqyx", taps, taps).reshape(scale * scale, 1, BICUBIC_TAPS, BICUBIC_TAPS)
-    return torch.from_numpy(np.tile(phase, (channels, 1, 1, 1))).float()
+    phase = np.einsum("ry,qx->rqyx", taps, taps).reshape(scale * scale, BICUBIC_TAPS, BICUBIC_TAPS)
+    w = np.zeros((channels * scale * scale, channels, BICUBIC_TAPS, BICUBIC_TAPS))
+    for c in range(channels):
+        w[c * scale * scale:(c + 1) * scale * scale, c] = phase
+    return torch.from_numpy(w).float()
 
 
 # ---- layer descriptors ------------------------------------------------------------------------
@@ -192,7 +198,7 @@ def _tail_descs(data: SRConfig, width: int, src: str) -> list[LayerDesc]:
     cs = c * s * s
     return [
         _conv(data, "tail", width, cs, 3, src, activation=None),
-        _conv(data, "bicubic", c, cs, BICUBIC_TAPS, "", groups=c, activation=None, bias=False),
+        _conv(data, "bicubic", c, cs, BICUBIC_TAPS, "", activation=None, bias=False),
         _add(data, "tail.add", cs, ("tail", "bicubic")),
         _desc(data, name="shuffle", kind="pixel_shuffle", in_shape=(cs, t, t), out_shape=(c, t * s, t * s),
               stride=(s, s), bias=False, inputs=("tail.add",)),
@@ -645,8 +651,7 @@ class SRDLSRSupernet(nn.Module):
             body = g_blocks[n_run - 1] * outs[n_run]
         else:
             body = sum(g_blocks[n - 1] * outs[n] for n in range(1, space.n_blocks + 1))
-        y = self.tails[ci](body) + F.conv2d(x, getattr(self, f"bicubic{ci}"), padding=BICUBIC_TAPS // 2,
-                                            groups=data.channels)
+        y = self.tails[ci](body) + F.conv2d(x, getattr(self, f"bicubic{ci}"), padding=BICUBIC_TAPS // 2)
         return F.pixel_shuffle(y, space.scale)
 
     def _op_fn(self, b: int, l: int, op: str, h: torch.Tensor, mask: torch.Tensor) -> Callable[[], torch.Tensor]:

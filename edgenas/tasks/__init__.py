@@ -2,6 +2,6 @@
 
 from edgenas.tasks.base import (TASKS, Classification, FrontEnd, Metric, Split, Task, calls_per_input, get_task,
                                 task_of)
-from edgenas.tasks import image, kws, timeseries  # noqa: F401  (registers them)
+from edgenas.tasks import image, kws, sr, timeseries  # noqa: F401  (registers them)
 
 __all__ = ["TASKS", "Classification", "FrontEnd", "Metric", "Split", "Task", "calls_per_input", "get_task", "task_of"]

@@ -32,6 +32,9 @@ class Metric:
     higher_is_better: bool = True
     fidelity: str = "argmax agreement"
     unit: str = ""  # "" = a fraction shown as a percentage; else a unit such as "dB"
+    # how far the raw input → front end → int8 pipeline may score below the PyTorch pipeline (in
+    # the metric's own terms: a fraction, or dB)
+    raw_input_tolerance: float = 0.005
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,10 @@ class Task:
         """The raw inputs of ``split`` as the board reads them (what the front end eats)."""
         raise NotImplementedError
 
+    def calibration_inputs(self, ds: Any, data: Any, *, cache_dir: Any, sink: Callable[..., None]) -> np.ndarray:
+        """Model inputs of the board's shape for int8 calibration (not standardised): the train split's."""
+        return self.load_split(ds, "train", data, cache_dir=cache_dir, sink=sink).x
+
     def frontend(self) -> FrontEnd:
         """The board-side front end of this task's data configurations."""
         raise NotImplementedError
@@ -173,6 +180,10 @@ class Task:
         """``n`` random model inputs of data configuration ``data`` (tests, micro-benchmarks)."""
         shape = data.input_shape
         return np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)
+
+    def example_target(self, data: Any, n: int = 2, seed: int = 0) -> np.ndarray:
+        """``n`` random targets of data configuration ``data`` (tests): what ``load_split`` gives as ``y``."""
+        raise NotImplementedError
 
     def describe_data(self, data: Any) -> str:
         """One line for the report: the data configuration in the user's words."""
@@ -213,6 +224,9 @@ class Classification(Task):
 
     def hits(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return (out.argmax(1) == y).sum()
+
+    def example_target(self, data: Any, n: int = 2, seed: int = 0) -> np.ndarray:
+        return np.zeros(n, dtype=np.int64)
 
     def fidelity(self, out: np.ndarray, ref: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> float:
         """The fraction of examples whose argmax equals fp32 PyTorch's."""

@@ -121,8 +121,12 @@ def test_bicubic_residual_equals_the_bicubic_baseline_in_the_interior(scale: int
         assert torch.allclose(got[inner], ref[inner], atol=1e-5), (got - ref)[inner].abs().max()
         assert not torch.allclose(got, ref, atol=1e-3)  # zero padding differs at the border only
         fixed = net.layers[net.names.index("bicubic")][0]
-        assert not fixed.weight.requires_grad and fixed.bias is None and fixed.groups == spec.data.channels
+        assert not fixed.weight.requires_grad and fixed.bias is None and fixed.groups == 1
         assert torch.equal(fixed.weight, bicubic_weight(spec.data.channels, scale))
+        c, ss = spec.data.channels, scale * scale  # block-diagonal: output c·s² + … reads input channel c only
+        for i in range(c):
+            off = [j for j in range(c) if j != i]
+            assert not fixed.weight[i * ss:(i + 1) * ss, off].any() and fixed.weight[i * ss:(i + 1) * ss, i].any()
 
 
 def test_pixel_shuffle_channel_order_is_crd() -> None:

@@ -43,20 +43,24 @@ def test_task_contract(name: str) -> None:
         assert x.shape == (3, *d.input_shape) and x.dtype == np.float32 and np.isfinite(x).all()
         assert np.array_equal(x, task.example_input(d, n=3, seed=1))
         # standardisation: the statistics broadcast back over the batch and standardise it
-        stats = task.norm_stats(x)
-        z = task.normalize(x, stats)
-        assert z.shape == x.shape
-        np.testing.assert_allclose(z.mean(axis=task.norm_axes), 0.0, atol=1e-4)
+        stats = task.norm_stats(x, d)
+        if stats is not None:  # (a task may take its inputs unstandardised: SR's pixel values)
+            z = task.normalize(x, stats)
+            assert z.shape == x.shape
+            np.testing.assert_allclose(z.mean(axis=task.norm_axes), 0.0, atol=1e-4)
         # augmentation keeps the shape; the objective scores the space's own network on it
         g = torch.Generator().manual_seed(0)
         xt = torch.from_numpy(x)
         assert task.augment(xt, TrainConfig(), g).shape == xt.shape
         spec = space.spec({p.name: p.options[0] for p in space.arch_points} | space.data_labels(d))
         out = space.build(spec).eval()(xt)
-        y = torch.zeros(len(x), dtype=torch.long)
+        y = torch.from_numpy(task.example_target(d, n=len(x), seed=2))
         loss = task.loss(out, y)
         assert loss.ndim == 0 and torch.isfinite(loss)
-        assert 0 <= float(task.hits(out, y)) <= len(x)
+        score = task.score(out.detach().numpy(), y.numpy())
+        assert np.isfinite(score) and score == pytest.approx(float(task.hits(out.detach(), y)) / len(x), rel=1e-5)
+        if not task.metric.unit:  # a fraction
+            assert 0 <= score <= 1
     assert task.describe_data(data[0])
     # an ArchSpec of the task round-trips through JSON with its data configuration's type
     spec = space.sample(__import__("random").Random(0))
