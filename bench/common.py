@@ -111,15 +111,16 @@ def train_export_measure(p: Any, run: Any, model: Any, data: Any, seed: int, wha
     from edgenas.export.exporter import ExportJob, export_network
     from edgenas.train import train_model
 
-    tr, te = p.features("train", data), p.features("test", data)
+    te = p.features("test", data)
     if not trained:
         train_model(model, *p.training_set(data, ("train", "val")), p.cfg.train, p.task, seed=seed)
         torch.save(model.state_dict(), run.file("model.pt.tmp"))
         run.file("model.pt.tmp").replace(run.file("model.pt"))
     model.eval()
     fmt = p.device.artifact_format
-    rep = export_network(ExportJob(model=model, spec=None, out_dir=run.file("export"), calibration=tr.x.numpy(),
-                                   test_x=te.x.numpy(), test_y=te.y.numpy(), formats=[fmt], frontend=False, seed=seed))
+    rep = export_network(ExportJob(model=model, spec=None, out_dir=run.file("export"), calibration=p.calibration(data),
+                                   test_x=te.x.numpy(), test_y=te.y.numpy(), test_groups=te.groups, formats=[fmt],
+                                   frontend=False, seed=seed, task=p.task))
     r8 = rep["models"][f"{fmt}-int8"]
     if r8["status"] != "ok":
         raise SystemExit(f"{what} {fmt} int8 export failed: {r8['failures']}")

@@ -215,13 +215,18 @@ def _print_summary(m: dict[str, Any]) -> None:
         print("NOTE: trained and tested on the SYNTHETIC demo dataset (espeak-ng voices), not real speech.")
     print(f"run: {m['run_dir']}")
     print(f"data config: {m['data_description']}")
-    acc = m["accuracy"]
-    print(f"test accuracy: fp32 {acc['test_fp32_torch']:.4f}, int8 on the device's format {acc['test_int8']:.4f}"
-          + "".join(f", {k[5:].replace('_', ' ')} {v:.4f}" for k, v in acc.items()
+    acc, metric = m["accuracy"], m.get("metric") or {"name": "accuracy", "unit": ""}
+    unit = f" {metric['unit']}" if metric["unit"] else ""
+    fmt = ".2f" if unit else ".4f"
+    print(f"test {metric['name']}: fp32 {acc['test_fp32_torch']:{fmt}}{unit}, int8 on the device's format "
+          f"{acc['test_int8']:{fmt}}{unit}"
+          + "".join(f", {k[5:].replace('_', ' ')} {v:{fmt}}{unit}" for k, v in acc.items()
                     if k.startswith("test_") and k[5:] not in ("fp32_torch", "int8") and v is not None))
     lat = m["latency_ms"]
+    calls = m.get("calls_per_input", 1)
+    per = f" per call, {calls} calls per input" if calls > 1 else ""
     fe = f"front end {lat['frontend_median']:.4f} ms, " if lat.get("frontend_median") is not None else ""
-    print(f"latency on {m['device']} (median of the samples): {fe}int8 model {lat['int8_median']:.4f} ms, "
+    print(f"latency on {m['device']} (median of the samples{per}): {fe}int8 model {lat['int8_median']:.4f} ms, "
           f"fp32 model {lat['fp32_median']:.4f} ms")
     for name, b in m["budgets"].items():
         unit = "ms" if name == "latency" else "KiB"

@@ -68,6 +68,8 @@ def build_metrics(p: RunRecord, spec: ArchSpec) -> dict[str, Any]:
         "arch_hash": spec.hash(),
         "data_config": spec.data.to_dict(),
         "data_description": p.task.describe_data(spec.data),
+        "metric": {"name": p.task.metric.name, "unit": p.task.metric.unit, "fidelity": p.task.metric.fidelity},
+        "calls_per_input": meas.get("calls_per_input", 1),
         "choices": spec.choices,
         "accuracy": {"test_fp32_torch": train["test_acc_fp32_torch"],
                      "test_fp32_torch_before_qat": train.get("test_acc_fp32_torch_before_qat"),
@@ -165,19 +167,22 @@ def render_report(p: RunRecord, spec: ArchSpec, m: dict[str, Any]) -> str:
     if m["dataset"]["synthetic"]:
         lines += ["> **SYNTHETIC DEMO DATA.** This run used the generated espeak-ng keyword set, not real "
                   "recordings. Its accuracy says nothing about real speech; pass `--data` for that.", ""]
-    acc = m["accuracy"]
+    acc, metric = m["accuracy"], p.task.metric
+    val = (lambda v: f"{v:.2f} {metric.unit}") if metric.unit else (lambda v: f"{v:.4f}")  # noqa: E731
+    calls = m.get("calls_per_input", 1)
     lines += [
         "## Summary", "",
         f"- dataset: `{data['name']}` at `{data['root']}` — {p.task.describe_dataset(data)}",
         f"- data configuration: {m['data_description']}",
-        f"- test accuracy: PyTorch fp32 {acc['test_fp32_torch']:.4f}"
-        + (f" (before the {cfg.train.qat_epochs} quantization-aware epochs {acc['test_fp32_torch_before_qat']:.4f})"
+        f"- test {metric.name}: PyTorch fp32 {val(acc['test_fp32_torch'])}"
+        + (f" (before the {cfg.train.qat_epochs} quantization-aware epochs {val(acc['test_fp32_torch_before_qat'])})"
            if acc.get("test_fp32_torch_before_qat") is not None else "") + " · "
-        + " · ".join(f"{k.replace('-', ' ')} {v['test_acc']:.4f}" for k, v in run.result("export")["models"].items()
+        + " · ".join(f"{k.replace('-', ' ')} {val(v['test_acc'])}" for k, v in run.result("export")["models"].items()
                      if v["status"] == "ok")
-        + f" (int8/fp32 argmax agreement on the device's format {acc['argmax_agreement_int8']:.4f}); "
+        + f" ({metric.fidelity}, int8 on the device's format: {val(acc['argmax_agreement_int8'])}); "
         "details in `export/report.md`",
-        f"- measured latency on {cfg.device} ({cfg.measure.threads} thread, median of the samples): "
+        f"- measured latency on {cfg.device} ({cfg.measure.threads} thread, median of the samples"
+        + (f", per call: {calls} calls per input, the budgets are per input" if calls > 1 else "") + "): "
         + (f"front end {m['latency_ms']['frontend_median']:.4f} ms + " if m['latency_ms'].get('frontend_median') is not None else "")
         + f"int8 model {m['latency_ms']['int8_median']:.4f} ms (p90 {m['latency_ms']['int8_p90']:.4f}), fp32 model "
         f"{m['latency_ms']['fp32_median']:.4f} ms (p90 {m['latency_ms']['fp32_p90']:.4f}); the budget is on the "

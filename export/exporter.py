@@ -64,13 +64,16 @@ class ExportJob:
     norm: tuple[np.ndarray, np.ndarray] | None = None  # per-coefficient (mean, std) the inputs were standardised by
     frontend_impl: str | None = None  # the front end's implementation (None: the fastest, DEFAULT_IMPL)
     seed: int = 0
+    task: Any = None  # the Task that scores the outputs (None: the spec's, a classifier without a spec)
 
 
-def _task(spec: Any) -> Any:
-    """The task that scores the network of ``spec`` (a classifier when there is no spec)."""
+def _task(job: ExportJob) -> Any:
+    """The task that scores the job's outputs: its own, the spec's, else a classifier."""
     from edgenas.tasks import Classification, task_of
 
-    return task_of(spec.data) if spec is not None else Classification()
+    if job.task is not None:
+        return job.task
+    return task_of(job.spec.data) if job.spec is not None else Classification()
 
 
 def _torch_logits(model: Any, x: np.ndarray) -> np.ndarray:
@@ -125,7 +128,7 @@ class _Exporter:
         self.job, self.sink = job, sink
         self.out = Path(job.out_dir)
         self.input_shape = (1, *job.test_x.shape[1:])
-        self.task = _task(job.spec)
+        self.task = _task(job)
         self.ref = _torch_logits(job.model, job.test_x)
         self.metadata: dict[str, str] = {}
 

@@ -29,7 +29,8 @@ What the conversion does on the way:
   ``depth_to_space`` in DCR order, so the output channels of the conv producing the shuffle's
   input (through ReLUs, Dropout, Identity, a folded BatchNorm, or each conv of a residual ``+``) are
   permuted and the shuffle
-  becomes ``tf.nn.depth_to_space`` (DEPTH_TO_SPACE in TFLite).
+  becomes ``tf.nn.depth_to_space`` (DEPTH_TO_SPACE in TFLite); with no such conv (a shuffle of the
+  network input, or of a shared tensor) an explicit channel GATHER reorders CRD to DCR first.
 * **Flatten** — ``flatten(1)`` of a tensor whose spatial dims are all 1 is a plain reshape; of a
   larger tensor it flattens in HWC order, which a following ``nn.Linear`` absorbs by permuting its
   input columns (through ReLU, BatchNorm1d, ``+`` and ``torch.cat``; any other consumer, or a
@@ -749,12 +750,17 @@ class _Converter:
         x = self.val(node, node.args[0])
         c = x.shape[1] // (r * r)
         want = np.array([cc * r * r + i * r + j for i in range(r) for j in range(r) for cc in range(c)])
-        if x.chan_perm is None or not np.array_equal(x.chan_perm, want) or x.flat_perm is not None:
-            raise _unsupported(node, self.modules, "PixelShuffle converts only right after a Conv2d (groups=1), "
-                                                   "optionally through ReLU/BatchNorm or a + of such convs, used by "
-                                                   "nothing else")
+        if x.flat_perm is not None or len(x.shape) != 4:
+            raise _unsupported(node, self.modules, "PixelShuffle of a flattened or non-4-D tensor")
         tf = self.tf
-        y = self.keras.layers.Lambda(lambda t: tf.nn.depth_to_space(t, r), name=_lname(node))(x.t)
+        t = x.t
+        if x.chan_perm is None or not np.array_equal(x.chan_perm, want):
+            # no conv whose output channels could be permuted (the shuffle reads the network input, or
+            # a shared tensor): reorder the channels explicitly (one GATHER) so that DCR reads CRD
+            have = np.arange(x.shape[1]) if x.chan_perm is None else np.asarray(x.chan_perm)
+            index = tf.constant(np.argsort(have)[want].astype(np.int32))
+            t = self.keras.layers.Lambda(lambda v: tf.gather(v, index, axis=-1), name=_lname(node) + "_crd")(t)
+        y = self.keras.layers.Lambda(lambda v: tf.nn.depth_to_space(v, r), name=_lname(node))(t)
         return _Val(y, self.shape(node))
 
 
