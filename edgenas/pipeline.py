@@ -478,7 +478,7 @@ class Pipeline:
         fronts = {f: self.run.file("export") / r["file"] for f in job.formats
                   if (r := (report["frontend"] or {}).get(f)) and r["status"] == "ok"}
         if models and fronts:
-            sample = self.task.bundle_sample(self.dataset, self.run.file("export"))
+            sample = self.task.bundle_sample(self.dataset, self.run.file("export"), spec.data)
             b = make_bundle(self.run.path, models=models, frontends=fronts, labels=list(self.dataset.classes),
                             spec=spec, metadata={"run": self.run.path.name, "test_acc_fp32_torch":
                                                  report["test_acc_fp32_torch"]},

@@ -13,6 +13,7 @@ from typing import Any
 from edgenas import cost
 from edgenas.constraints import BUDGETS
 from edgenas.spec import ArchSpec
+from edgenas.tasks import get_task
 
 
 @dataclass(frozen=True)
@@ -208,8 +209,8 @@ def render_report(p: RunRecord, spec: ArchSpec, m: dict[str, Any]) -> str:
                          f"{'holds' if b['holds'] else '**VIOLATED**'} |")
         lines += ["", f"Latency: the {m['latency_ms']['statistic']} of the device measurement of each file "
                   f"({m['budgets'][next(iter(m['budgets']))].get('artifact', '')}){_passes_note(m['latency_ms'])}. "
-                  "RAM: peak activation memory from tensor lifetimes in each exported graph's execution order (the "
-                  "front end's float32 audio, spectrum and mel buffers; the int8 classifier's activations). Flash: "
+                  "RAM: peak activation memory from tensor lifetimes in each exported graph's execution order "
+                  f"({get_task(spec.task).memory_note}). Flash: "
                   "file sizes. Front-end estimates are the front end of this data configuration measured on the device "
                   f"before the search (implementation `{m.get('frontend_impl') or 'default'}`); model estimates come "
                   "from the cost models.", ""]
@@ -255,11 +256,12 @@ def render_report(p: RunRecord, spec: ArchSpec, m: dict[str, Any]) -> str:
                   f"{lut.overhead_ms:.4f} ms counted once."]
     lines += ["", "## Search", "",
               f"Strategy `{cfg.search.strategy}`, {cfg.search.epochs} epochs (first {cfg.search.warmup_frac:.0%} warm-up), "
-              f"{search['seconds']:.0f} s. Weights trained on the train split, choice logits on the speaker-disjoint "
-              "val split; the test split was first read after final training.", "",
+              f"{search['seconds']:.0f} s. Weights trained on the train split, choice logits on the "
+              f"{get_task(spec.task).val_split}; the test split was first read after final training.", "",
               *(["![search history: choice entropy, metric, expected and derived cost against each budget]"
                  "(plots/search.png)", ""] if (run.path / "plots" / "search.png").is_file() else []),
-              "| epoch | phase | train acc | val acc | entropy | data | " +
+              f"| epoch | phase | train {get_task(spec.task).metric.name} | val {get_task(spec.task).metric.name} "
+              "| entropy | data | " +
               " | ".join(f"E[{c['name']}] / derived" for c in run.result("budgets")["constraints"]) + " |",
               "|---|---|---|---|---|---|" + "---|" * len(run.result("budgets")["constraints"])]
     for h in search["history"]:

@@ -348,7 +348,8 @@ def chain_model(layers: Sequence[LayerDesc], fmt: str = "onnx-fp32", seed: int =
         outs.append((cur, relu_zp))
     last = layers[-1]
     nodes.append(helper.make_node("Identity", [cur], ["y"]))
-    y_out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, *last.out_shape])
+    out_dims = [1, *last.out_shape] if last.kind in ("conv2d", "add", "pixel_shuffle") else [1, last.out_shape[0]]
+    y_out = helper.make_tensor_value_info("y", TensorProto.FLOAT, out_dims)
     return _model(nodes, [x_in], [y_out], inits, "chain")
 
 

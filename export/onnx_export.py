@@ -299,6 +299,8 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration: np.
         except Exception as e:
             raise ExportError(f"int8 quantization of {fp32_path} failed: {_first_line(e)}") from None
         proto = onnx.load(str(out))
+    _requantize_permuted_outputs(proto)
+    _order_depth_first(proto)
     md.update({"weight_bits": str(bits), "weight_bits_reason": why, "activations": activations})
     del proto.metadata_props[:]
     _set_metadata(proto, md)
@@ -308,6 +310,67 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration: np.
         raise ExportError(f"quantized model {int8_path} fails onnx.checker: {_first_line(e)}") from None
     _atomic_save(proto, int8_path)
     return int8_path
+
+
+# pure permutations ORT's quantizer (1.2x) leaves in float after a DequantizeLinear
+_PERMUTE_OPS = ("DepthToSpace", "SpaceToDepth")
+
+
+def _requantize_permuted_outputs(proto: Any) -> int:
+    """Give a graph output that a permutation (an SR network's final pixel shuffle) makes of a
+    ``DequantizeLinear`` a ``QuantizeLinear → DequantizeLinear`` pair with the input's scale and zero
+    point, in place. Same values (a permutation of int8 steps); the output is then an int8 tensor
+    dequantized, as in the TFLite model, not a float one. Returns how many were rewritten."""
+    from onnx import helper
+
+    g = proto.graph
+    made_by = {o: n for n in g.node for o in n.output}
+    done = 0
+    for out in g.output:
+        node = made_by.get(out.name)
+        dq = made_by.get(node.input[0]) if node is not None and node.op_type in _PERMUTE_OPS else None
+        if dq is None or dq.op_type != "DequantizeLinear":
+            continue
+        permuted = out.name + "_permuted"
+        node.output[0] = permuted
+        at = list(g.node).index(node) + 1
+        q = helper.make_node("QuantizeLinear", [permuted, *dq.input[1:]], [permuted + "_q"], name=permuted + "_q")
+        dq2 = helper.make_node("DequantizeLinear", [permuted + "_q", *dq.input[1:]], [out.name], name=permuted + "_dq")
+        g.node.insert(at, q)
+        g.node.insert(at + 1, dq2)
+        done += 1
+    return done
+
+
+def _order_depth_first(proto: Any) -> None:
+    """Store the nodes in depth-first post-order from the graph outputs (each node's inputs in their
+    order), in place: a branch that only the last ops read (an SR network's bicubic residual of the
+    input) runs just before them, as in the network's own code, not first, as ORT's optimizer sorts
+    it. The order the graph memory figures follow; any other valid order computes the same values."""
+    g = proto.graph
+    made_by = {o: i for i, n in enumerate(g.node) for o in n.output}
+    done: set[int] = set()
+    order: list[int] = []
+    for out in g.output:
+        if out.name not in made_by:
+            continue
+        stack = [(made_by[out.name], 0)]
+        while stack:
+            i, k = stack.pop()
+            if k == 0 and i in done:
+                continue
+            ins = [made_by[x] for x in g.node[i].input if x in made_by]
+            while k < len(ins) and ins[k] in done:
+                k += 1
+            if k < len(ins):
+                stack += [(i, k + 1), (ins[k], 0)]
+            elif i not in done:
+                done.add(i)
+                order.append(i)
+    order += [i for i in range(len(g.node)) if i not in done]  # nodes no output reads: kept, last
+    nodes = [g.node[i] for i in order]
+    del g.node[:]
+    g.node.extend(nodes)
 
 
 def _spatial_means_to_global_pool(path: Path) -> int:

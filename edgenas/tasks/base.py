@@ -99,6 +99,9 @@ class Task:
     default_space: ClassVar[str] = ""
     metric: ClassVar[Metric] = Metric("accuracy")
     input_kind: ClassVar[str] = ""  # what the board reads: "audio clip", "image", …
+    # the report's words for the split the choice logits learn on and for what each graph's RAM holds
+    val_split: ClassVar[str] = "val split"
+    memory_note: ClassVar[str] = "the front end's float32 buffers; the int8 model's activations"
     # axes of a model-input batch [N, C, H, W] the standardisation statistics reduce over (the
     # others get one mean/std each, folded into the exported front end): channels by default
     norm_axes: ClassVar[tuple[int, ...]] = (0, 2, 3)
@@ -149,9 +152,9 @@ class Task:
         """The board-side front end of this task's data configurations."""
         raise NotImplementedError
 
-    def bundle_sample(self, ds: Any, dest: Any) -> Any:
+    def bundle_sample(self, ds: Any, dest: Any, data: Any = None) -> Any:
         """A raw input file the bundle ships as its sample (the first test item's file), or None;
-        ``dest`` is a folder the task may write one into."""
+        ``dest`` is a folder the task may write one into, ``data`` the shipped data configuration."""
         from pathlib import Path
 
         path = next((c.path for c in ds.splits["test"] if getattr(c, "path", "")), None)

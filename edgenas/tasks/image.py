@@ -77,6 +77,7 @@ class ImageTask(Classification):
     data_config_class = ImageConfig
     default_space = "image-mbv2"
     input_kind = "image (PNG/JPEG)"
+    memory_note = "the front end's float32 image buffers; the int8 classifier's activations"
     norm_axes = (0, 2, 3)  # one mean/std per colour channel
     calibration_options = {"num_classes": 10, "source_size": (32, 32)}  # CIFAR-10
     # the search bench/image_quality.py measured (CIFAR-10 cell, 3 seeds): 8 single-path epochs (the

@@ -28,6 +28,8 @@ class KWSTask(Classification):
     data_config_class = DataConfig
     default_space = "kws-dscnn"
     input_kind = "audio clip (WAV)"
+    val_split = "speaker-disjoint val split"
+    memory_note = "the front end's float32 audio, spectrum and mel buffers; the int8 classifier's activations"
     norm_axes = (0, 1, 2)  # one mean/std per MFCC coefficient
     calibration_options = {"num_classes": 12}  # Speech Commands' 12-class setup
 

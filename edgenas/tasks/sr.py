@@ -107,6 +107,8 @@ class SRTask(Task):
     metric = Metric("psnr", higher_is_better=True, fidelity="PSNR drop vs fp32 (dB)", unit="dB",
                     raw_input_tolerance=0.5)
     input_kind = "image (PNG/JPEG), upscaled to a PNG"
+    val_split = "val split (patches of the val images)"
+    memory_note = "the front end's float32 tile; the int8 network's activations for one tile, as tiles run one at a time"
     calibration_options = {}
     # pixel values in, no label smoothing; the search as the image task runs it (single-path Gumbel,
     # the latency budget as a target, the derived spec grown into the budget left unused): with the
@@ -191,6 +193,23 @@ class SRTask(Task):
             tiles = tile_inputs(lr, data.tile, data.overlap)[0]
             out.append(np.stack([to_uint8_hwc(t) for t in tiles]))
         return np.concatenate(out)
+
+    def bundle_sample(self, ds: Any, dest: Any, data: Any = None) -> Any:
+        """The first test image as the board gets it: its LR version (×``data.scale`` bicubic
+        down, as the test split is made), ``sample.png`` in ``dest``; the HR file without ``data``."""
+        from pathlib import Path
+
+        if data is None or not ds.splits["test"]:
+            return super().bundle_sample(ds, dest, data)
+        from PIL import Image
+
+        from edgenas.datasets.sisr import bicubic_down, mod_crop, to_chw_float, to_uint8_hwc
+
+        im = ds.images("test")[0]
+        path = Path(dest) / "sample.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(to_uint8_hwc(bicubic_down(to_chw_float(mod_crop(im, data.scale)), data.scale))).save(path)
+        return path
 
     def calibration_inputs(self, ds: Any, data: Any, *, cache_dir: Any, sink: Callable[..., None]) -> np.ndarray:
         """Tiles of the board's input shape cut from the training images (seeded)."""

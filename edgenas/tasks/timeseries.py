@@ -183,6 +183,7 @@ class TimeSeriesTask(Classification):
     data_config_class = TSConfig
     default_space = "ts-tcn"
     input_kind = "one case (a .ts line or a CSV row)"
+    memory_note = "the front end's float32 series buffers; the int8 classifier's activations"
     norm_axes = (0, 2, 3)  # "dataset" normalisation: one mean/std per dimension
     calibration_options = {"num_classes": 4, "dims": 1, "length": 128, "equal_length": True}
     # 40–270 cases: with the global defaults (batch 64, 30 epochs) a run took one optimiser step per
@@ -243,7 +244,7 @@ class TimeSeriesTask(Classification):
 
         return TSFrontEnd()
 
-    def bundle_sample(self, ds: Any, dest: Any) -> Any:
+    def bundle_sample(self, ds: Any, dest: Any, data: Any = None) -> Any:
         """The first test case as one CSV row (dims × length values, dimension-major) in ``dest``."""
         case = ds.cases("test")[0]
         path = Path(dest) / "sample.csv"

@@ -46,6 +46,17 @@ def _input(spec: ArchSpec, n: int = 2) -> torch.Tensor:
     return torch.from_numpy(get_task(spec.task).example_input(spec.data, n=n, seed=1))
 
 
+def _target(spec: ArchSpec, n: int = 2) -> torch.Tensor:
+    """``n`` targets of the spec's task (class labels, or HR images for super-resolution)."""
+    return torch.from_numpy(get_task(spec.task).example_target(spec.data, n=n, seed=1))
+
+
+def _out_shape(spec: ArchSpec, n: int) -> tuple[int, ...]:
+    """The model output shape the task expects: logits, or an image of its targets' shape."""
+    y = _target(spec, n)
+    return tuple(y.shape) if y.ndim > 1 else (n, NUM_CLASSES)
+
+
 def test_registry_is_not_empty() -> None:
     assert "kws-dscnn" in ALL_SPACES
 
@@ -84,7 +95,7 @@ def test_output_shape_for_every_data_option(space: SearchSpace) -> None:
         model = space.build(spec).eval()
         with torch.no_grad():
             out = model(_input(spec, 3))
-        assert out.shape == (3, NUM_CLASSES)
+        assert out.shape == _out_shape(spec, 3)
         assert torch.isfinite(out).all()
         seen.add(spec.data.key())
     assert seen == {d.key() for d in space.data_configs()}
@@ -203,7 +214,7 @@ def test_supernet_hard_one_hot_forward(space: SearchSpace) -> None:
     for spec in specs[:2] + specs[-1:]:
         d = space.data_configs().index(spec.data)
         out = net(_input(spec), d, space.one_hot(spec), True)
-        assert out.shape == (2, NUM_CLASSES) and torch.isfinite(out).all()
+        assert out.shape == _out_shape(spec, 2) and torch.isfinite(out).all()
 
 
 def test_supernet_darts_relaxed_forward(space: SearchSpace) -> None:
@@ -218,8 +229,8 @@ def test_supernet_darts_relaxed_forward(space: SearchSpace) -> None:
         else:  # relaxed: a probability mixture of every option
             gates[p.name] = torch.full((len(p.options),), 1.0 / len(p.options), requires_grad=True)
     out = net(_input(spec, 4), d, gates, False)
-    assert out.shape == (4, NUM_CLASSES) and torch.isfinite(out).all()
-    torch.nn.functional.cross_entropy(out, torch.arange(4) % NUM_CLASSES).backward()
+    assert out.shape == _out_shape(spec, 4) and torch.isfinite(out).all()
+    get_task(spec.task).loss(out, _target(spec, 4)).backward()
     relaxed = [p for p in space.choice_points() if not p.sampled and len(p.options) > 1]
     assert relaxed
     for p in relaxed:
