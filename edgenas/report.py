@@ -13,7 +13,6 @@ from typing import Any
 from edgenas import cost
 from edgenas.constraints import BUDGETS
 from edgenas.spec import ArchSpec
-from edgenas.tasks import get_task
 
 
 @dataclass(frozen=True)
@@ -210,7 +209,7 @@ def render_report(p: RunRecord, spec: ArchSpec, m: dict[str, Any]) -> str:
         lines += ["", f"Latency: the {m['latency_ms']['statistic']} of the device measurement of each file "
                   f"({m['budgets'][next(iter(m['budgets']))].get('artifact', '')}){_passes_note(m['latency_ms'])}. "
                   "RAM: peak activation memory from tensor lifetimes in each exported graph's execution order "
-                  f"({get_task(spec.task).memory_note}). Flash: "
+                  f"({p.task.memory_note}). Flash: "
                   "file sizes. Front-end estimates are the front end of this data configuration measured on the device "
                   f"before the search (implementation `{m.get('frontend_impl') or 'default'}`); model estimates come "
                   "from the cost models.", ""]
@@ -257,10 +256,10 @@ def render_report(p: RunRecord, spec: ArchSpec, m: dict[str, Any]) -> str:
     lines += ["", "## Search", "",
               f"Strategy `{cfg.search.strategy}`, {cfg.search.epochs} epochs (first {cfg.search.warmup_frac:.0%} warm-up), "
               f"{search['seconds']:.0f} s. Weights trained on the train split, choice logits on the "
-              f"{get_task(spec.task).val_split}; the test split was first read after final training.", "",
+              f"{p.task.val_split}; the test split was first read after final training.", "",
               *(["![search history: choice entropy, metric, expected and derived cost against each budget]"
                  "(plots/search.png)", ""] if (run.path / "plots" / "search.png").is_file() else []),
-              f"| epoch | phase | train {get_task(spec.task).metric.name} | val {get_task(spec.task).metric.name} "
+              f"| epoch | phase | train {metric.name} | val {metric.name} "
               "| entropy | data | " +
               " | ".join(f"E[{c['name']}] / derived" for c in run.result("budgets")["constraints"]) + " |",
               "|---|---|---|---|---|---|" + "---|" * len(run.result("budgets")["constraints"])]

@@ -103,6 +103,14 @@ def _model(nodes: list[Any], inputs: list[Any], outputs: list[Any], inits: list[
     return model
 
 
+def _out_dims(desc: LayerDesc) -> list[int]:
+    """The batch-1 output shape of a layer's ONNX graph: [1, C, H, W] for a spatial layer, [1, C]
+    for a pool or linear layer (its ``out_shape`` is (C, 1, 1))."""
+    if desc.kind in ("conv2d", "add", "pixel_shuffle"):
+        return [1, *desc.out_shape]
+    return [1, desc.out_shape[0]]
+
+
 def micro_model(desc: LayerDesc, fmt: str = "onnx-fp32", *, explicit_pad: bool = False) -> Any:
     """One layer as an ONNX model whose graph input is the layer's input (batch 1)."""
     from onnx import TensorProto, helper, numpy_helper
@@ -124,10 +132,7 @@ def micro_model(desc: LayerDesc, fmt: str = "onnx-fp32", *, explicit_pad: bool =
         in_dims = [1, c_in, h, w]
     else:
         in_dims = [1, c_in]
-    if desc.kind in ("conv2d", "add", "pixel_shuffle"):
-        out_dims = [1, c_out, desc.out_shape[1], desc.out_shape[2]]
-    else:
-        out_dims = [1, c_out]
+    out_dims = _out_dims(desc)
     x_in = helper.make_tensor_value_info("x", TensorProto.FLOAT, in_dims)
     y_out = helper.make_tensor_value_info("y", TensorProto.FLOAT, out_dims)
 
@@ -348,8 +353,7 @@ def chain_model(layers: Sequence[LayerDesc], fmt: str = "onnx-fp32", seed: int =
         outs.append((cur, relu_zp))
     last = layers[-1]
     nodes.append(helper.make_node("Identity", [cur], ["y"]))
-    out_dims = [1, *last.out_shape] if last.kind in ("conv2d", "add", "pixel_shuffle") else [1, last.out_shape[0]]
-    y_out = helper.make_tensor_value_info("y", TensorProto.FLOAT, out_dims)
+    y_out = helper.make_tensor_value_info("y", TensorProto.FLOAT, _out_dims(last))
     return _model(nodes, [x_in], [y_out], inits, "chain")
 
 

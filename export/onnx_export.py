@@ -316,16 +316,15 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration: np.
 _PERMUTE_OPS = ("DepthToSpace", "SpaceToDepth")
 
 
-def _requantize_permuted_outputs(proto: Any) -> int:
+def _requantize_permuted_outputs(proto: Any) -> None:
     """Give a graph output that a permutation (an SR network's final pixel shuffle) makes of a
     ``DequantizeLinear`` a ``QuantizeLinear → DequantizeLinear`` pair with the input's scale and zero
     point, in place. Same values (a permutation of int8 steps); the output is then an int8 tensor
-    dequantized, as in the TFLite model, not a float one. Returns how many were rewritten."""
+    dequantized, as in the TFLite model, not a float one."""
     from onnx import helper
 
     g = proto.graph
     made_by = {o: n for n in g.node for o in n.output}
-    done = 0
     for out in g.output:
         node = made_by.get(out.name)
         dq = made_by.get(node.input[0]) if node is not None and node.op_type in _PERMUTE_OPS else None
@@ -338,8 +337,6 @@ def _requantize_permuted_outputs(proto: Any) -> int:
         dq2 = helper.make_node("DequantizeLinear", [permuted + "_q", *dq.input[1:]], [out.name], name=permuted + "_dq")
         g.node.insert(at, q)
         g.node.insert(at + 1, dq2)
-        done += 1
-    return done
 
 
 def _order_depth_first(proto: Any) -> None:

@@ -152,6 +152,20 @@ def cli() -> Callable[[list[str]], CliResult]:
     return run_cli
 
 
+def run_cli_in(base: Path, argv: list[str]) -> CliResult:
+    """:func:`run_cli` with the cache and the SQLite store under ``base`` (for module-scoped
+    fixtures, which cannot use the function-scoped ``isolated_env``)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGENAS_CACHE", str(base / "cache"))
+        mp.setenv("EDGENAS_STORE", str(base / "store.sqlite"))
+        return run_cli(argv)
+
+
+@pytest.fixture(scope="session")
+def cli_in() -> Callable[[Path, list[str]], CliResult]:
+    return run_cli_in
+
+
 @dataclass
 class FinishedRun:
     argv: list[str]

@@ -49,24 +49,13 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def image_run(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import contextlib
-    import io
-
-    from edgenas.cli import main
-
+def image_run(images: Path, tmp_path_factory: pytest.TempPathFactory, cli_in) -> Path:
     base = tmp_path_factory.mktemp("image-run")
-    env = {"EDGENAS_CACHE": str(base / "cache"), "EDGENAS_STORE": str(base / "store.sqlite")}
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items():
-            mp.setenv(k, v)
-        err = io.StringIO()
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-            code = main(["search", "--task", "image", "--data", str(images), "--device", "onnxruntime-cpu",
-                       "--max-ram-kb", "64", "--max-flash-kb", "256", "--search-epochs", "1", "--epochs", "1",
-                       "--strategy", "gumbel-hard", "--runs-dir", str(base / "runs"), "--name", "img", "--json",
-                       "--quiet", *TINY])
-    assert code == 0, err.getvalue()
+    res = cli_in(base, ["search", "--task", "image", "--data", str(images), "--device", "onnxruntime-cpu",
+                        "--max-ram-kb", "64", "--max-flash-kb", "256", "--search-epochs", "1", "--epochs", "1",
+                        "--strategy", "gumbel-hard", "--runs-dir", str(base / "runs"), "--name", "img", "--json",
+                        "--quiet", *TINY])
+    assert res.code == 0, res.err
     return base / "runs" / "image" / "img"
 
 

@@ -44,23 +44,12 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sr_run(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import contextlib
-    import io
-
-    from edgenas.cli import main
-
+def sr_run(images: Path, tmp_path_factory: pytest.TempPathFactory, cli_in) -> Path:
     base = tmp_path_factory.mktemp("sr-run")
-    env = {"EDGENAS_CACHE": str(base / "cache"), "EDGENAS_STORE": str(base / "store.sqlite")}
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items():
-            mp.setenv(k, v)
-        err = io.StringIO()
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-            code = main(["search", "--task", "sr", "--scale", "2", "--data", str(images), "--device",
-                         "onnxruntime-cpu", "--max-ram-kb", "160", "--search-epochs", "2", "--epochs", "1",
-                         "--runs-dir", str(base / "runs"), "--name", "sr", "--json", "--quiet", *TINY])
-    assert code == 0, err.getvalue()
+    res = cli_in(base, ["search", "--task", "sr", "--scale", "2", "--data", str(images), "--device",
+                        "onnxruntime-cpu", "--max-ram-kb", "160", "--search-epochs", "2", "--epochs", "1",
+                        "--runs-dir", str(base / "runs"), "--name", "sr", "--json", "--quiet", *TINY])
+    assert res.code == 0, res.err
     return base / "runs" / "sr" / "sr"
 
 

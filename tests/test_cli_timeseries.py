@@ -31,24 +31,13 @@ def _one_torch_thread(one_thread_per_module: None) -> None:
 
 
 @pytest.fixture(scope="module")
-def ts_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def ts_run(tmp_path_factory: pytest.TempPathFactory, cli_in) -> Path:
     """A search on JapaneseVowels (12 dimensions, variable length 7–26: the padding choice exists)."""
-    import contextlib
-    import io
-
-    from edgenas.cli import main
-
     base = tmp_path_factory.mktemp("ts-run")
-    env = {"EDGENAS_CACHE": str(base / "cache"), "EDGENAS_STORE": str(base / "store.sqlite")}
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items():
-            mp.setenv(k, v)
-        err = io.StringIO()
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-            code = main(["search", "--task", "timeseries", "--data", str(SHARED_TS / "JapaneseVowels"),
-                         "--device", "onnxruntime-cpu", "--max-ram-kb", "64", "--runs-dir", str(base / "runs"),
-                         "--name", "jv", "--json", "--quiet", "--set", "search.val_folds=2", *TINY])
-    assert code == 0, err.getvalue()
+    res = cli_in(base, ["search", "--task", "timeseries", "--data", str(SHARED_TS / "JapaneseVowels"),
+                        "--device", "onnxruntime-cpu", "--max-ram-kb", "64", "--runs-dir", str(base / "runs"),
+                        "--name", "jv", "--json", "--quiet", "--set", "search.val_folds=2", *TINY])
+    assert res.code == 0, res.err
     return base / "runs" / "timeseries" / "jv"
 
 

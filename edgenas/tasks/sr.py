@@ -185,11 +185,11 @@ class SRTask(Task):
     def raw_split(self, ds: Any, split: str, data: Any, *, cache_dir: Any,
                   sink: Callable[..., None] | None = None) -> np.ndarray:
         """The test tiles as the board cuts them: uint8 RGB [N, tile_in, tile_in, 3] of the LR image."""
-        from edgenas.datasets.sisr import bicubic_down, mod_crop, tile_inputs, to_chw_float, to_uint8_hwc
+        from edgenas.datasets.sisr import lr_hr_pair, tile_inputs, to_uint8_hwc
 
         out = []
         for im in ds.images(split, sink):
-            lr = bicubic_down(to_chw_float(mod_crop(im, data.scale)), data.scale)
+            lr = lr_hr_pair(im, data.scale, "rgb")[0]
             tiles = tile_inputs(lr, data.tile, data.overlap)[0]
             out.append(np.stack([to_uint8_hwc(t) for t in tiles]))
         return np.concatenate(out)
@@ -203,24 +203,22 @@ class SRTask(Task):
             return super().bundle_sample(ds, dest, data)
         from PIL import Image
 
-        from edgenas.datasets.sisr import bicubic_down, mod_crop, to_chw_float, to_uint8_hwc
+        from edgenas.datasets.sisr import lr_hr_pair, to_uint8_hwc
 
-        im = ds.images("test")[0]
         path = Path(dest) / "sample.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(to_uint8_hwc(bicubic_down(to_chw_float(mod_crop(im, data.scale)), data.scale))).save(path)
+        Image.fromarray(to_uint8_hwc(lr_hr_pair(ds.images("test")[0], data.scale, "rgb")[0])).save(path)
         return path
 
     def calibration_inputs(self, ds: Any, data: Any, *, cache_dir: Any, sink: Callable[..., None]) -> np.ndarray:
         """Tiles of the board's input shape cut from the training images (seeded)."""
-        from edgenas.datasets.sisr import bicubic_down, mod_crop, tile_inputs, to_chw_float
-        from edgenas.datasets.sisr import _colour  # noqa: PLC2701 (the module's own colour conversion)
+        from edgenas.datasets.sisr import lr_hr_pair, tile_inputs
 
         rng = np.random.default_rng(ds.seed)
         imgs = ds.images("train", sink)
         tiles = []
         for k in rng.permutation(len(imgs)):
-            lr = _colour(bicubic_down(to_chw_float(mod_crop(imgs[k], data.scale)), data.scale), data.colour)
+            lr = lr_hr_pair(imgs[k], data.scale, data.colour)[0]
             tiles.extend(tile_inputs(lr, data.tile, data.overlap)[0])
             if len(tiles) >= 4 * CALIBRATION_TILES:
                 break
